@@ -1,0 +1,129 @@
+"""The deploy flow: the documented steps, in order, and the runner that applies them per host.
+
+Each step is data: a name, the roles of the hosts it runs on, a pure `plan` (what dry-run
+prints: the exact commands and uploads) and an `apply` that reads state, decides and acts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from fabfile.config import Environment, Host
+from fabfile.errors import BadInput, StepFailed
+from fabfile.remote import Printer, Remote
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a step did on one host: changed or not, and why, in one line."""
+
+    changed: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    roles: tuple[str, ...]  # the step runs on hosts having any of these roles
+    summary: str
+    plan: Callable[[Environment, Host], list[str]]
+    apply: Callable[[Environment, Host, Remote], Outcome]
+
+    def hosts(self, env: Environment) -> tuple[Host, ...]:
+        return tuple(h for h in env.hosts if any(h.has(r) for r in self.roles))
+
+
+@dataclass
+class Row:
+    step: str
+    host: str
+    result: str  # "changed", "ok" (nothing to do), "FAILED"
+    message: str
+
+
+def select(names: list[str], start: str | None = None, only: str | None = None,
+           skip: str | None = None) -> list[str]:
+    """The steps to run, in flow order. Unknown names are BadInput listing the valid ones."""
+    def parse(flag: str, value: str | None) -> list[str]:
+        if value is None:
+            return []
+        picked = [v.strip() for v in value.split(",") if v.strip()]
+        if not picked:
+            raise BadInput(f"--{flag} is empty; give step names from: {', '.join(names)}")
+        for v in picked:
+            if v not in names:
+                raise BadInput(f"--{flag}: unknown step {v!r}; steps are: {', '.join(names)}")
+        return picked
+
+    chosen = list(names)
+    if only is not None and start is not None:
+        raise BadInput("--only and --from do not mix; use one of them")
+    if start is not None:
+        picked = parse("from", start)
+        if len(picked) != 1:
+            raise BadInput("--from takes one step name")
+        chosen = names[names.index(picked[0]):]
+    if only is not None:
+        wanted = parse("only", only)
+        chosen = [n for n in names if n in wanted]
+    dropped = parse("skip", skip)
+    chosen = [n for n in chosen if n not in dropped]
+    if not chosen:
+        raise BadInput("no step left to run after --skip; check the step names")
+    return chosen
+
+
+def print_plan(env: Environment, steps: list[Step], printer: Printer) -> None:
+    """Dry-run: per host and in order, the exact commands and uploads. No connection."""
+    printer.line("", f"dry run for {env.name}: nothing is contacted or changed")
+    for step in steps:
+        for host in step.hosts(env):
+            printer.line(host.name, f"{step.name}: {step.summary}")
+            for line in step.plan(env, host):
+                printer.line(host.name, f"  {line}")
+
+
+@contextmanager
+def remotes(env: Environment, printer: Printer) -> Iterator[dict[str, Remote]]:
+    """One Remote per host for the whole run; connections open on first use, close at the end."""
+    pool = {h.name: Remote(env, h, printer) for h in env.hosts}
+    try:
+        yield pool
+    finally:
+        for r in pool.values():
+            r.close()
+
+
+def run_steps(env: Environment, steps: list[Step], printer: Printer) -> list[Row]:
+    """Apply the steps in order. The first failure stops the flow: later steps depend on it."""
+    rows: list[Row] = []
+    with remotes(env, printer) as pool:
+        for step in steps:
+            for host in step.hosts(env):
+                remote = pool[host.name]
+                try:
+                    outcome = step.apply(env, host, remote)
+                except StepFailed as exc:
+                    rows.append(Row(step.name, host.name, "FAILED", str(exc).splitlines()[0]))
+                    remote.say(f"{step.name}: FAILED: {exc}")
+                    return rows
+                rows.append(Row(step.name, host.name, "changed" if outcome.changed else "ok",
+                                outcome.message))
+                remote.say(f"{step.name}: {outcome.message}")
+    return rows
+
+
+def summary(rows: list[Row], printer: Printer) -> None:
+    """The closing table: one line per step and host."""
+    if not rows:
+        return
+    widths = [max(len(getattr(r, f)) for r in rows) for f in ("step", "host", "result")]
+    widths = [max(w, len(t)) for w, t in zip(widths, ("STEP", "HOST", "RESULT"), strict=True)]
+    printer.line("", "")
+    printer.line("", f"{'STEP':<{widths[0]}}  {'HOST':<{widths[1]}}  {'RESULT':<{widths[2]}}  "
+                     "DETAIL")
+    for r in rows:
+        printer.line("", f"{r.step:<{widths[0]}}  {r.host:<{widths[1]}}  "
+                         f"{r.result:<{widths[2]}}  {r.message}")

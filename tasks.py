@@ -1,0 +1,5 @@
+"""Invoke entry point: `inv --list`. The tasks live in fabfile/ (also loadable by `fab`)."""
+
+from fabfile.cli import ns
+
+__all__ = ["ns"]
