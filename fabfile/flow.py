@@ -6,6 +6,7 @@ prints: the exact commands and uploads) and an `apply` that reads state, decides
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ def print_plan(env: Environment, steps: list[Step], printer: Printer) -> None:
         for host in step.hosts(env):
             printer.line(host.name, f"{step.name}: {step.summary}")
             for line in step.plan(env, host):
-                printer.line(host.name, f"  {line}")
+                printer.line(host.name, textwrap.indent(line, "  "))
 
 
 @contextmanager

@@ -1,0 +1,92 @@
+"""The pure command builders: exact strings."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from fabfile.commands import compose, files, replica
+from fabfile.config import load_environment
+from fabfile.remote import become
+
+SINGLE_ENV = ("env JAFAR_REGISTRY=127.0.0.1:5000/jafar JAFAR_TAG=sandbox LOG_DRIVER=json-file "
+              "COMPOSE_PROFILES=")
+
+
+@pytest.fixture
+def sandbox():
+    return load_environment("sandbox")
+
+
+@pytest.fixture
+def prod():
+    return load_environment("prod")
+
+
+def test_compose_single_topology(sandbox):
+    assert compose.up(sandbox, "data", 300) == (
+        f"cd /opt/jafar && {SINGLE_ENV} docker compose -p jafar-data --env-file .env.ec2 "
+        "-f compose/docker-compose.data.yml up --detach --wait --wait-timeout 300")
+    assert compose.up(sandbox, "core", 300) == (
+        f"cd /opt/jafar && {SINGLE_ENV} docker compose -p jafar-core --env-file .env.ec2 "
+        "-f compose/docker-compose.core.yml -f compose/docker-compose.core.single.yml "
+        "up --detach --wait --wait-timeout 300")
+
+
+def test_compose_split_topology_binds_data_to_private_address(prod):
+    assert compose.config_check(prod, "data") == (
+        "cd /opt/jafar && env JAFAR_REGISTRY=123456789012.dkr.ecr.eu-west-1.amazonaws.com/jafar "
+        "JAFAR_TAG=2026.11.0 LOG_DRIVER=awslogs COMPOSE_PROFILES=grafana "
+        "DATA_BIND_ADDRESS=10.0.2.10 docker compose -p jafar-data --env-file .env.ec2 "
+        "-f compose/docker-compose.data.yml -f compose/docker-compose.data.split.yml "
+        "config --quiet")
+    assert compose.compose_files(prod, "core") == ["compose/docker-compose.core.yml"]
+
+
+def test_image_overrides_are_passed_sorted(sandbox):
+    env = replace(sandbox, images={"REDIS_IMAGE": "r:1", "NGINX_IMAGE": "n:2"})
+    assert compose.suite_variables(env) == {
+        "JAFAR_REGISTRY": "127.0.0.1:5000/jafar", "JAFAR_TAG": "sandbox",
+        "LOG_DRIVER": "json-file", "COMPOSE_PROFILES": "", "NGINX_IMAGE": "n:2",
+        "REDIS_IMAGE": "r:1"}
+
+
+def test_deploy_path_is_quoted(sandbox):
+    env = replace(sandbox, deploy_path="/opt/ja far")
+    assert compose.config_check(env, "data").startswith("cd '/opt/ja far' && env ")
+
+
+def test_snapshot(sandbox):
+    assert compose.snapshot(sandbox, "data") == (
+        "docker ps --all --quiet --no-trunc --filter "
+        "label=com.docker.compose.project=jafar-data | xargs -r docker inspect --format "
+        "'{{.Id}} {{.Name}} {{.State.StartedAt}} {{.State.Status}}'")
+
+
+def test_write_stdin_is_atomic_and_private():
+    assert files.write_stdin("/opt/jafar/.env.ec2", "600") == (
+        "umask 077 && mkdir -p /opt/jafar && cat > /opt/jafar/.env.ec2.jafar-tmp && "
+        "chmod 600 /opt/jafar/.env.ec2.jafar-tmp && mv -f /opt/jafar/.env.ec2.jafar-tmp "
+        "/opt/jafar/.env.ec2")
+    assert "chown deploy /x/y.jafar-tmp" in files.write_stdin("/x/y", "600", owner="deploy")
+
+
+def test_state_probe_takes_paths_as_arguments():
+    cmd = files.state(["/opt/jafar/a b", "/opt/jafar/c"])
+    assert cmd.startswith("sh -c 'for f in \"$@\"; do ")
+    assert cmd.endswith(" state '/opt/jafar/a b' /opt/jafar/c")
+
+
+def test_extract_bundle():
+    assert files.extract_bundle("/opt/jafar") == (
+        "mkdir -p /opt/jafar && tar -xz --no-same-owner --no-overwrite-dir -C /opt/jafar")
+
+
+def test_init_replica(sandbox):
+    assert replica.init_replica(sandbox, 120) == (
+        "cd /opt/jafar && ./scripts/init-replica.sh --project jafar-data --timeout 120")
+
+
+def test_become_wraps_in_sudo_without_prompt():
+    assert become("cd /opt/jafar && ls") == "sudo -n sh -c 'cd /opt/jafar && ls'"

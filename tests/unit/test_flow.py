@@ -1,0 +1,83 @@
+"""The deploy plan: step order, selection, and the dry-run printout."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from fabfile.cli import FLOW, STEPS
+from fabfile.config import load_environment
+from fabfile.errors import BadInput
+from fabfile.flow import print_plan, select
+from fabfile.remote import Masker, Printer
+
+NAMES = ["env.sync", "files.sync", "data.up", "replica.init", "core.up", "health"]
+
+
+def test_flow_order_is_the_documented_one():
+    assert [s.name for s in FLOW] == NAMES
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({}, NAMES),
+    ({"start": "data.up"}, ["data.up", "replica.init", "core.up", "health"]),
+    ({"only": "core.up,env.sync"}, ["env.sync", "core.up"]),
+    ({"skip": "replica.init"}, ["env.sync", "files.sync", "data.up", "core.up", "health"]),
+    ({"start": "replica.init", "skip": "health"}, ["replica.init", "core.up"]),
+])
+def test_select(kwargs, expected):
+    assert select(NAMES, **kwargs) == expected
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"start": "data.upp"}, "--from: unknown step 'data.upp'; steps are: env.sync, "),
+    ({"only": "core.up,nope"}, "--only: unknown step 'nope'"),
+    ({"skip": "x"}, "--skip: unknown step 'x'"),
+    ({"start": "data.up", "only": "core.up"}, "--only and --from do not mix"),
+    ({"only": "health", "skip": "health"}, "no step left to run"),
+])
+def test_select_rejects_bad_names(kwargs, message):
+    with pytest.raises(BadInput, match=message.replace("(", r"\(")):
+        select(NAMES, **kwargs)
+
+
+def plan_lines(env_name: str) -> list[str]:
+    out = io.StringIO()
+    print_plan(load_environment(env_name), list(FLOW), Printer(Masker(), out))
+    return out.getvalue().splitlines()
+
+
+def test_prod_plan_runs_steps_per_role_in_order():
+    headers = [line for line in plan_lines("prod")
+               if not line.startswith("[") or "]   " not in line]
+    assert all("] " in h for h in headers[1:])
+    assert headers[0] == "dry run for prod: nothing is contacted or changed"
+    steps = [h.split("] ", 1)[1].split(":")[0] + "@" + h[1:].split("]")[0] for h in headers[1:]]
+    assert steps == [
+        "env.sync@prod-data-1", "env.sync@prod-core-1", "env.sync@prod-core-2",
+        "files.sync@prod-data-1", "files.sync@prod-core-1", "files.sync@prod-core-2",
+        "data.up@prod-data-1", "replica.init@prod-data-1",
+        "core.up@prod-core-1", "core.up@prod-core-2",
+        "health@prod-data-1", "health@prod-core-1", "health@prod-core-2"]
+
+
+def test_sandbox_plan_wraps_commands_in_sudo_and_never_shows_secrets():
+    lines = plan_lines("sandbox")
+    commands = [line for line in lines if "  $ " in line]
+    assert commands and all("$ sudo -n sh -c " in c for c in commands)
+    uploads = [line for line in lines if "upload " in line and ".env.ec2 ->" in line]
+    assert uploads == ["[sandbox-1]   upload " + str(load_environment("sandbox").env_file) +
+                       " -> /opt/jafar/.env.ec2 (mode 0600, owner root; content not shown) "
+                       "if it differs, on stdin, via:"]
+
+
+def test_every_step_has_a_task_with_help():
+    from fabfile.cli import ns
+
+    names = set(ns.task_names)
+    assert {"deploy", "health", "env.check", "host.trust"} | set(STEPS) - {"health"} <= names
+    for name in names:
+        t = ns[name]
+        assert t.__doc__, name
+        assert all(a.help for a in t.get_arguments()), name

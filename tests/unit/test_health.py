@@ -1,0 +1,64 @@
+"""Reading the health probe's output."""
+
+from __future__ import annotations
+
+import json
+
+from fabfile.config import load_environment
+from fabfile.health import as_json, evaluate, table
+from fabfile.services import stack_services
+
+ENV = load_environment("sandbox")
+HOST = ENV.hosts[0]
+
+
+def probe_output(redis_down: bool = False) -> str:
+    lines = []
+    for stack in ("data", "core"):
+        for s in stack_services(stack, ENV):
+            state = "exited" if redis_down and s.name == "redis" else "running"
+            health = "unhealthy" if state == "exited" else "healthy"
+            lines.append(f"C\t{s.name}\tjafar-{stack}-{s.name}-1\t{state}\t{health}")
+            if s.health_port:
+                body = {"status": "ok", "checks": {"redis": "ok"}}
+                code = "200"
+                if redis_down and s.name in ("auth-service", "api-service"):
+                    body = {"status": "fail", "checks": {"redis": "connection refused",
+                                                         "mongo": "ok"}}
+                    code = "503"
+                lines.append(f"H\tjafar-{stack}-{s.name}-1\t{json.dumps(body)}\t{code}")
+    lines.append("G\t200")
+    return "\n".join(lines) + "\n"
+
+
+def test_all_healthy():
+    checks = evaluate(ENV, HOST, probe_output())
+    assert len(checks) == 14 and all(c.healthy for c in checks)
+    assert {c.service: c.http for c in checks}["gateway"] == "200"
+    assert json.loads(as_json(checks))["healthy"] is True
+
+
+def test_redis_down_names_redis_and_its_dependents():
+    checks = evaluate(ENV, HOST, probe_output(redis_down=True))
+    bad = {c.service: c.detail for c in checks if not c.healthy}
+    assert bad == {
+        "redis": "container exited, health unhealthy",
+        "auth-service": "/health 503: redis: connection refused",
+        "api-service": "/health 503: redis: connection refused",
+    }
+    rendered = "\n".join(table(checks))
+    assert "redis" in rendered and "NO" in rendered
+
+
+def test_missing_services_and_gateway_failure_are_unhealthy():
+    output = "C\tredis\tjafar-data-redis-1\trunning\thealthy\nG\t502\n"
+    checks = {c.service: c for c in evaluate(ENV, HOST, output)}
+    assert checks["redis"].healthy
+    assert checks["mongo-primary"].state == "missing" and not checks["mongo-primary"].healthy
+    assert "grafana" not in checks  # not enabled in the sandbox (no compose profile)
+
+
+def test_gateway_https_health_is_checked():
+    out = probe_output().replace("G\t200", "G\t000")
+    gw = next(c for c in evaluate(ENV, HOST, out) if c.service == "gateway")
+    assert not gw.healthy and gw.detail == "https /health 000"
