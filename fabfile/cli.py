@@ -76,7 +76,8 @@ def confirm(env: Environment, yes: bool, what: str) -> None:
         raise BadInput(f"not confirmed: you typed {answer.strip()!r}, not {env.name!r}")
 
 
-def execute(target: str | None, names: list[str], dry_run: bool, yes: bool) -> None:
+def execute(target: str | None, names: list[str], dry_run: bool, yes: bool,
+            resume_hint: bool = False) -> None:
     """Validate everything, then dry-run or run the named steps in flow order."""
     session = Session(target)
     env = session.env
@@ -96,8 +97,9 @@ def execute(target: str | None, names: list[str], dry_run: bool, yes: bool) -> N
     summary(rows, session.printer)
     failed = [r for r in rows if r.result == "FAILED"]
     if failed:
-        raise StepFailed(f"{failed[0].step} failed on {failed[0].host}; "
-                         "fix it and re-run from there: --from " + failed[0].step)
+        hint = f" (after fixing it, resume with --from {failed[0].step})" if resume_hint else ""
+        raise StepFailed(f"{failed[0].step} failed on {failed[0].host}: {failed[0].message}"
+                         + hint)
 
 
 def step_task(name: str) -> Callable[..., None]:
@@ -126,7 +128,8 @@ def step_task(name: str) -> Callable[..., None]:
 def deploy(c: Context, host: str | None = None, dry_run: bool = False, from_: str | None = None,
            only: str | None = None, skip: str | None = None, yes: bool = False) -> None:
     """Run the documented flow: env.sync, files.sync, data.up, replica.init, core.up, health."""
-    execute(host, select(list(STEPS), start=from_, only=only, skip=skip), dry_run, yes)
+    execute(host, select(list(STEPS), start=from_, only=only, skip=skip), dry_run, yes,
+            resume_hint=True)
 
 
 @task(name="health", auto_shortflags=False, help={

@@ -107,7 +107,8 @@ def run_steps(env: Environment, steps: list[Step], printer: Printer) -> list[Row
                 try:
                     outcome = step.apply(env, host, remote)
                 except StepFailed as exc:
-                    rows.append(Row(step.name, host.name, "FAILED", str(exc).splitlines()[0]))
+                    reason = str(exc).splitlines()[0].removeprefix(f"{host.name}: ")
+                    rows.append(Row(step.name, host.name, "FAILED", reason))
                     remote.say(f"{step.name}: FAILED: {exc}")
                     return rows
                 rows.append(Row(step.name, host.name, "changed" if outcome.changed else "ok",
