@@ -45,6 +45,7 @@ ENV_KEYS = {
     "description", "protected", "project", "deploy_path", "registry", "tag", "topology",
     "private_cidr", "env_file", "tls_dir", "known_hosts", "become", "connect_timeout",
     "command_timeout", "compose_profiles", "images", "log_driver", "bastion", "hosts",
+    "overlay",
 }
 HOST_KEYS = {"name", "address", "user", "port", "key", "roles", "private_address", "become"}
 BASTION_KEYS = {"address", "user", "port", "key"}
@@ -184,7 +185,7 @@ def config_path() -> Path:
     return Path(os.environ.get("JAFAR_ENVIRONMENTS") or DEFAULT_CONFIG)
 
 
-def load_document(path: Path | None = None) -> dict[str, Any]:
+def load_document(path: Path | None = None, require_environments: bool = True) -> dict[str, Any]:
     """Parse the YAML file; any read or syntax error is BadInput naming file and line."""
     path = path or config_path()
     shown = _display(path)
@@ -200,6 +201,8 @@ def load_document(path: Path | None = None) -> dict[str, Any]:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
         problem = getattr(exc, "problem", None) or "malformed YAML"
         raise BadInput(f"{shown}: malformed YAML at {where}: {problem}; fix the syntax") from None
+    if not require_environments:
+        return doc if isinstance(doc, dict) else {}
     if not isinstance(doc, dict) or not isinstance(doc.get("environments"), dict):
         raise BadInput(f"{shown}: environments: missing; the file needs a top-level "
                        "'environments:' mapping of environment names")
@@ -228,7 +231,17 @@ def load_environment(target: str, path: Path | None = None) -> Environment:
                        f"{', '.join(sorted(map(str, envs)))} (from {_display(path)}), "
                        "or give user@address[:port]")
     raw = check.mapping(envs[target] or {}, f"environments.{target}", ENV_KEYS)
+    if raw.get("overlay"):
+        raw = {**raw, **_overlay(check.path(raw["overlay"], f"environments.{target}.overlay"))}
     return _environment(check, target, {**defaults, **raw}, f"environments.{target}")
+
+
+def _overlay(path: Path) -> dict[str, Any]:
+    """Keys written by a tool (the sandbox) that override the environment's, if the file exists."""
+    if not path.is_file():
+        return {}
+    doc = load_document(path, require_environments=False)
+    return _Checker(_display(path)).mapping(doc, "overlay", ENV_KEYS - {"overlay"})
 
 
 def environment_names(path: Path | None = None) -> list[str]:

@@ -80,3 +80,22 @@ def run_inv(*args: str, env: dict[str, str] | None = None, timeout: int = 120,
     return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout,
                           input=stdin if stdin is not None else "")
+
+
+_SHIPPED: dict[str, object] = {}
+
+
+def shipped(name: str):
+    """An environment of the shipped config/environments.yml, without the sandbox's overlay
+    (so unit tests do not depend on whether `inv sandbox.up` ran on this machine)."""
+    import tempfile
+
+    from fabfile.config import load_environment
+
+    if "path" not in _SHIPPED:
+        text = (ROOT / "config" / "environments.yml").read_text()
+        kept = [line for line in text.splitlines() if not line.strip().startswith("overlay:")]
+        tmp = Path(tempfile.mkdtemp()) / "environments.yml"
+        tmp.write_text("\n".join(kept) + "\n")
+        _SHIPPED["path"] = tmp
+    return load_environment(name, _SHIPPED["path"])  # type: ignore[arg-type]

@@ -7,21 +7,21 @@ from dataclasses import replace
 import pytest
 
 from fabfile.commands import compose, files, replica
-from fabfile.config import load_environment
 from fabfile.remote import become
+from tests.conftest import shipped
 
-SINGLE_ENV = ("env JAFAR_REGISTRY=127.0.0.1:5000/jafar JAFAR_TAG=sandbox LOG_DRIVER=json-file "
+SINGLE_ENV = ("env JAFAR_REGISTRY=registry:5000/jafar JAFAR_TAG=sandbox LOG_DRIVER=json-file "
               "COMPOSE_PROFILES=")
 
 
 @pytest.fixture
 def sandbox():
-    return load_environment("sandbox")
+    return shipped("sandbox")
 
 
 @pytest.fixture
 def prod():
-    return load_environment("prod")
+    return shipped("prod")
 
 
 def test_compose_single_topology(sandbox):
@@ -47,7 +47,7 @@ def test_compose_split_topology_binds_data_to_private_address(prod):
 def test_image_overrides_are_passed_sorted(sandbox):
     env = replace(sandbox, images={"REDIS_IMAGE": "r:1", "NGINX_IMAGE": "n:2"})
     assert compose.suite_variables(env) == {
-        "JAFAR_REGISTRY": "127.0.0.1:5000/jafar", "JAFAR_TAG": "sandbox",
+        "JAFAR_REGISTRY": "registry:5000/jafar", "JAFAR_TAG": "sandbox",
         "LOG_DRIVER": "json-file", "COMPOSE_PROFILES": "", "NGINX_IMAGE": "n:2",
         "REDIS_IMAGE": "r:1"}
 

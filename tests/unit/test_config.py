@@ -6,7 +6,7 @@ import pytest
 
 from fabfile.config import load_environment
 from fabfile.errors import BadInput
-from tests.conftest import env_yaml
+from tests.conftest import env_yaml, shipped
 
 ONE_HOST = """\
 - name: h1
@@ -19,14 +19,14 @@ ONE_HOST = """\
 
 
 def test_shipped_environments_load():
-    prod = load_environment("prod")
+    prod = shipped("prod")
     assert prod.protected and prod.topology == "split"
     assert [h.name for h in prod.hosts] == ["prod-data-1", "prod-core-1", "prod-core-2"]
     assert prod.data_host.private_address == "10.0.2.10"
     assert prod.bastion is not None and prod.bastion.address == "203.0.113.10"
-    sandbox = load_environment("sandbox")
+    sandbox = shipped("sandbox")
     assert sandbox.hosts[0].ssh.port == 2222 and sandbox.hosts[0].roles == ("data", "core")
-    assert load_environment("staging").deploy_path == "/opt/jafar"
+    assert shipped("staging").deploy_path == "/opt/jafar"
 
 
 def test_defaults_and_values(environments):
@@ -84,4 +84,17 @@ def test_unknown_environment_lists_the_known_ones(environments):
 def test_malformed_yaml_names_the_line(environments):
     path = environments("environments:\n  test: [unclosed\n")
     with pytest.raises(BadInput, match=rf"{path}: malformed YAML at line 3"):
+        load_environment("test")
+
+
+def test_overlay_overrides_the_environment_when_present(environments, tmp_path):
+    overlay = tmp_path / "overlay.yml"
+    environments(env_yaml(ONE_HOST, f"overlay: {overlay}\n"))
+    assert load_environment("test").tag == "t1"  # no overlay file yet: the config alone
+    overlay.write_text("tag: abc123\nhosts:\n  - {name: s1, address: 127.0.0.1, port: 2299, "
+                       "user: admin, key: /k, roles: [data, core]}\n")
+    env = load_environment("test")
+    assert env.tag == "abc123" and env.hosts[0].ssh.port == 2299
+    overlay.write_text("colour: red\n")
+    with pytest.raises(BadInput, match=rf"{overlay}: overlay.colour: unknown key"):
         load_environment("test")

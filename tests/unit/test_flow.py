@@ -7,10 +7,10 @@ import io
 import pytest
 
 from fabfile.cli import FLOW, STEPS
-from fabfile.config import load_environment
 from fabfile.errors import BadInput
 from fabfile.flow import print_plan, select
 from fabfile.remote import Masker, Printer
+from tests.conftest import shipped
 
 NAMES = ["env.sync", "files.sync", "data.up", "replica.init", "core.up", "health"]
 
@@ -44,7 +44,7 @@ def test_select_rejects_bad_names(kwargs, message):
 
 def plan_lines(env_name: str) -> list[str]:
     out = io.StringIO()
-    print_plan(load_environment(env_name), list(FLOW), Printer(Masker(), out))
+    print_plan(shipped(env_name), list(FLOW), Printer(Masker(), out))
     return out.getvalue().splitlines()
 
 
@@ -67,7 +67,7 @@ def test_sandbox_plan_wraps_commands_in_sudo_and_never_shows_secrets():
     commands = [line for line in lines if "  $ " in line]
     assert commands and all("$ sudo -n sh -c " in c for c in commands)
     uploads = [line for line in lines if "upload " in line and ".env.ec2 ->" in line]
-    assert uploads == ["[sandbox-1]   upload " + str(load_environment("sandbox").env_file) +
+    assert uploads == ["[sandbox-1]   upload " + str(shipped("sandbox").env_file) +
                        " -> /opt/jafar/.env.ec2 (mode 0600, owner root; content not shown) "
                        "if it differs, on stdin, via:"]
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from fabfile.config import load_environment
 from fabfile.health import as_json, evaluate, table
 from fabfile.services import stack_services
+from tests.conftest import shipped
 
-ENV = load_environment("sandbox")
+ENV = shipped("sandbox")
 HOST = ENV.hosts[0]
 
 

@@ -6,10 +6,10 @@ import io
 import tarfile
 from dataclasses import replace
 
-from fabfile.config import load_environment
 from fabfile.sync import Item, bundle_items, secret_items, stale, tarball
+from tests.conftest import shipped
 
-ENV = load_environment("sandbox")
+ENV = shipped("sandbox")
 
 
 def test_stale_compares_content_mode_and_owner(tmp_path):

@@ -1,0 +1,336 @@
+"""The sandbox: a local copy of the EC2 target, on this machine's Docker Engine.
+
+`sandbox.up` builds the images (offline, cached by content), starts a registry standing in for
+ECR, pushes the images to it, and boots test hosts that behave like fresh EC2 instances
+(systemd, sshd, their own Docker daemon). It writes what `--host sandbox` needs into .sandbox/:
+the SSH key, the hosts' public keys (known_hosts: nothing is ever auto-accepted), an env file
+with generated secrets, a self-signed TLS pair, and environment.yml (ports, images, tag).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+
+import yaml
+
+from fabfile import ROOT, envfile
+from fabfile.commands import sandbox as cmd
+from fabfile.errors import BadInput, StepFailed
+from fabfile.remote import Printer
+from fabfile.services import SERVICES
+
+STATE = ROOT / ".sandbox"
+OVERLAY = STATE / "environment.yml"
+SSH_PORT = 2222        # host i listens for SSH on 127.0.0.1:SSH_PORT+i-1
+HTTPS_PORT = 8443      # the first core host's 443 and 80 on loopback
+HTTP_PORT = 8080
+INFRA_IMAGES = {"NGINX_IMAGE": "nginx", "MONGO_IMAGE": "mongo", "REDIS_IMAGE": "redis",
+                "POSTGRES_IMAGE": "postgres", "PROMETHEUS_IMAGE": "prometheus"}
+BOOT_TIMEOUT = 180
+PREFIX = "jafar-sandbox"
+
+# .env.ec2 values that are not secrets: how the sandbox's containers reach each other.
+SANDBOX_VALUES = {
+    "MONGO_REPLICA_SET": "rs0",
+    "MONGO_APP_DB": "jafar",
+    "MONGO_APP_USER": "jafar_app",
+    "MONGO_LEDGER_USER": "jafar_ledger",
+    "MONGO_ROOT_USERNAME": "root",
+    "REDIS_PORT": "6379",
+    "POSTGRES_PORT": "5432",
+    "POSTGRES_USER": "postgres",
+    "POSTGRES_DB": "ledger",
+    "LEDGER_DB_NAME": "ledger",
+    "LEDGER_DB_USER": "ledger_app",
+}
+
+
+@dataclass(frozen=True)
+class SandboxHost:
+    name: str
+    index: int
+    roles: tuple[str, ...]
+
+    @property
+    def ssh_port(self) -> int:
+        return SSH_PORT + self.index - 1
+
+    @property
+    def ip(self) -> str:
+        return cmd.SUBNET.rsplit(".", 1)[0] + f".{10 + self.index}"
+
+
+def layout(count: int) -> list[SandboxHost]:
+    """One host with both roles, or a data host and count-1 core hosts."""
+    if not 1 <= count <= 9:
+        raise BadInput(f"--hosts must be from 1 to 9, got {count}")
+    if count == 1:
+        return [SandboxHost(f"{PREFIX}-1", 1, ("data", "core"))]
+    return [SandboxHost(f"{PREFIX}-1", 1, ("data",))] + [
+        SandboxHost(f"{PREFIX}-{i}", i, ("core",)) for i in range(2, count + 1)]
+
+
+def docker(*argv: str, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(["docker", *argv], capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    if check and proc.returncode != 0:
+        raise StepFailed(f"docker {' '.join(argv[:3])} failed: {proc.stderr.strip()[-500:]}")
+    return proc
+
+
+def run_argv(argv: list[str], timeout: int = 600) -> None:
+    docker(*argv[1:], timeout=timeout)
+
+
+def container_state(name: str) -> str | None:
+    """running / exited / ... or None when there is no such container."""
+    proc = docker("inspect", "--format", "{{.State.Status}}", name, check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def ensure_engine() -> None:
+    if subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode != 0:
+        raise BadInput("the local Docker Engine does not answer: run bin/setup (it starts one)")
+
+
+def ensure_network(say: Printer) -> None:
+    if docker("network", "inspect", cmd.NETWORK, check=False).returncode == 0:
+        say.line("sandbox", f"network {cmd.NETWORK}: already there")
+        return
+    run_argv(cmd.network_create())
+    say.line("sandbox", f"network {cmd.NETWORK}: created ({cmd.SUBNET})")
+
+
+def ensure_container(name: str, argv: list[str], say: Printer) -> bool:
+    """Start a container from argv unless it runs already. True when something changed."""
+    state = container_state(name)
+    if state == "running":
+        say.line(name, "already running")
+        return False
+    if state is not None:
+        docker("start", name)
+        say.line(name, f"started (was {state})")
+        return True
+    run_argv(argv)
+    say.line(name, "created")
+    return True
+
+
+def wait_http(url: str, timeout: int) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback only
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise StepFailed(f"{url} did not answer within {timeout}s")
+
+
+def registry_has(repo: str, tag: str) -> bool:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{cmd.REGISTRY_PORT}/v2/{repo}/manifests/{tag}", method="HEAD",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - loopback only
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def publish_images(images: dict[str, str], say: Printer) -> dict[str, str]:
+    """Push the images into the registry; returns the image variables for environment.yml."""
+    pushed = 0
+    service_ref = images["jafar-service"]
+    tag = service_ref.rsplit(":", 1)[1]
+    plan = [(service_ref, f"jafar/{s.name}", tag) for s in SERVICES if s.health_port]
+    variables = {}
+    for var, name in INFRA_IMAGES.items():
+        ref = images[name]
+        plan.append((ref, f"sandbox/{name}", ref.rsplit(":", 1)[1]))
+        variables[var] = f"{cmd.REGISTRY_ALIAS}:{cmd.REGISTRY_PORT}/sandbox/{name}:" \
+                         f"{ref.rsplit(':', 1)[1]}"
+    for local, repo, ref_tag in plan:
+        if registry_has(repo, ref_tag):
+            continue
+        for argv in cmd.push(local, f"127.0.0.1:{cmd.REGISTRY_PORT}/{repo}:{ref_tag}"):
+            run_argv(argv)
+        pushed += 1
+    say.line(cmd.REGISTRY, f"pushed {pushed} images" if pushed else
+             f"nothing to push: all {len(plan)} images already in the registry")
+    return {"tag": tag, **variables}
+
+
+def ensure_files(say: Printer) -> None:
+    """SSH key, seed (authorized_keys, inner docker options), TLS pair."""
+    STATE.mkdir(mode=0o700, exist_ok=True)
+    key = STATE / "id_ed25519"
+    if not key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "jafar-sandbox",
+                        "-f", str(key)], check=True, timeout=30)
+        say.line("sandbox", f"generated SSH key {key}")
+    seed = STATE / "seed"
+    seed.mkdir(exist_ok=True)
+    (seed / "authorized_keys").write_text((STATE / "id_ed25519.pub").read_text())
+    (seed / "docker.env").write_text(
+        f"DOCKER_OPTS=--insecure-registry={cmd.REGISTRY_ALIAS}:{cmd.REGISTRY_PORT}\n")
+    tls = STATE / "tls"
+    if not (tls / "tls.key").exists():
+        tls.mkdir(mode=0o700, exist_ok=True)
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+                        "365", "-subj", "/CN=localhost", "-addext",
+                        "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                        "-keyout", str(tls / "tls.key"), "-out", str(tls / "tls.crt")],
+                       check=True, capture_output=True, timeout=60)
+        (tls / "tls.key").chmod(0o600)
+        say.line("sandbox", f"generated self-signed TLS pair in {tls}")
+
+
+def ensure_env_file(data_address: str | None, say: Printer) -> None:
+    """Every key of .env.ec2.example: addresses for this layout, random credentials that are
+    kept from an earlier run (the data volumes were initialised with them)."""
+    path = STATE / ".env.ec2"
+    old = envfile.parse(path) if path.exists() else {}
+    text = env_file_text(data_address, old)
+    if old and path.read_text() == text:
+        return
+    path.write_text(text)
+    path.chmod(0o600)
+    say.line("sandbox", f"wrote {path} (mode 0600; credentials random, kept across runs)")
+
+
+def env_file_text(data: str | None, old: dict[str, str]) -> str:
+    addresses = {
+        "MONGO_HOSTS": (f"{data}:27017,{data}:27018,{data}:27019" if data else
+                        "mongo-primary:27017,mongo-secondary:27018,mongo-arbiter:27019"),
+        "REDIS_HOST": data or "redis",
+        "POSTGRES_HOST": data or "postgres-ledger",
+    }
+    lines = []
+    for key in envfile.example_keys():
+        if key in addresses or key in SANDBOX_VALUES:
+            value = addresses.get(key) or SANDBOX_VALUES[key]
+        elif old.get(key):
+            value = old[key]
+        elif key == "MONGO_KEYFILE":
+            value = base64.b64encode(secrets.token_bytes(756)).decode()
+        else:
+            value = secrets.token_urlsafe(24)
+        lines.append(f"{key}={value}")
+    return "\n".join(lines) + "\n"
+
+
+def boot_host(host: SandboxHost, image: str, first_core: bool, say: Printer) -> None:
+    publish = [f"127.0.0.1:{host.ssh_port}:22"]
+    if first_core:
+        publish += [f"127.0.0.1:{HTTPS_PORT}:443", f"127.0.0.1:{HTTP_PORT}:80"]
+    ensure_container(host.name, cmd.host_run(host.name, image, STATE / "seed", host.ip,
+                                             publish), say)
+
+
+def wait_booted(host: SandboxHost) -> str:
+    """Wait (bounded) until sshd and the inner Docker answer; return the SSH host key."""
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    probe = "systemctl is-active ssh docker >/dev/null && cat /etc/ssh/ssh_host_ed25519_key.pub"
+    while time.monotonic() < deadline:
+        proc = docker("exec", host.name, "sh", "-c", probe, check=False, timeout=30)
+        if proc.returncode == 0 and proc.stdout.startswith("ssh-ed25519 "):
+            return " ".join(proc.stdout.split()[:2])
+        time.sleep(1)
+    raise StepFailed(f"{host.name}: sshd and docker not active within {BOOT_TIMEOUT}s; "
+                     f"see: docker exec {host.name} systemctl --failed")
+
+
+def write_overlay(hosts: list[SandboxHost], images: dict[str, str]) -> None:
+    """What `--host sandbox` needs beyond config/environments.yml, for this sandbox."""
+    split = len(hosts) > 1
+    entries = []
+    for h in hosts:
+        entry = {"name": h.name, "address": "127.0.0.1", "port": h.ssh_port, "user": "admin",
+                 "key": str(STATE / "id_ed25519"), "become": True, "roles": list(h.roles)}
+        if split and "data" in h.roles:
+            entry["private_address"] = h.ip
+        entries.append(entry)
+    overlay = {"tag": images["tag"], "topology": "split" if split else "single",
+               "images": {k: v for k, v in images.items() if k != "tag"}, "hosts": entries}
+    if split:
+        overlay["private_cidr"] = cmd.SUBNET
+    OVERLAY.write_text("# written by inv sandbox.up; do not edit\n" +
+                       yaml.safe_dump(overlay, sort_keys=False))
+
+
+def up(count: int, say: Printer) -> None:
+    from sandbox.build import build_all
+
+    hosts = layout(count)
+    ensure_engine()
+    existing = [n for n in list_containers("host") if n not in {h.name for h in hosts}]
+    if existing:
+        raise BadInput(f"a sandbox with other hosts exists ({', '.join(existing)}); "
+                       "run inv sandbox.down first, or sandbox.reset")
+    images = build_all()
+    ensure_network(say)
+    ensure_container(cmd.REGISTRY, cmd.registry_run(images["registry"]), say)
+    wait_http(f"http://127.0.0.1:{cmd.REGISTRY_PORT}/v2/", 60)
+    published = publish_images(images, say)
+    ensure_files(say)
+    ensure_env_file(hosts[0].ip if count > 1 else None, say)
+    core = [h for h in hosts if "core" in h.roles]
+    for h in hosts:
+        boot_host(h, images["host"], h is core[0], say)
+    known = []
+    for h in hosts:
+        known.append(f"[127.0.0.1]:{h.ssh_port} {wait_booted(h)}\n")
+        say.line(h.name, f"ready: ssh admin@127.0.0.1 -p {h.ssh_port} ({', '.join(h.roles)})")
+    (STATE / "known_hosts").write_text("".join(known))
+    write_overlay(hosts, published)
+    say.line("sandbox", f"up: {len(hosts)} host(s); gateway will answer on "
+                        f"https://127.0.0.1:{HTTPS_PORT}/ after inv deploy --host sandbox")
+
+
+def list_containers(role: str) -> list[str]:
+    proc = docker("ps", "--all", "--filter", f"label={cmd.LABEL}={role}", "--format",
+                  "{{.Names}}", check=False)
+    return sorted(proc.stdout.split())
+
+
+def down(say: Printer, purge: bool = False) -> None:
+    """Remove the hosts and the registry; `purge` also drops their volumes and .sandbox/."""
+    names = list_containers("host") + list_containers("registry")
+    if not names and not purge:
+        say.line("sandbox", "nothing to do: no sandbox containers")
+        return
+    if names:
+        run_argv(cmd.remove(names))
+        say.line("sandbox", f"removed {', '.join(names)}")
+    if purge:
+        volumes = docker("volume", "ls", "--quiet", "--filter", f"name={PREFIX}",
+                         check=False).stdout.split()
+        if volumes:
+            docker("volume", "rm", "--force", *volumes)
+            say.line("sandbox", f"removed volumes {', '.join(volumes)}")
+        docker("network", "rm", cmd.NETWORK, check=False)
+        if STATE.exists():
+            subprocess.run(["rm", "-rf", str(STATE)], check=True, timeout=60)
+            say.line("sandbox", f"removed {STATE}")
+    elif OVERLAY.exists():
+        OVERLAY.unlink()
+
+
+def status() -> list[dict[str, str]]:
+    proc = docker("ps", "--all", "--filter", f"label={cmd.LABEL}", "--format", "{{json .}}",
+                  check=False)
+    rows = []
+    for line in proc.stdout.splitlines():
+        item = json.loads(line)
+        rows.append({"name": item["Names"], "state": item["State"], "status": item["Status"],
+                     "ports": item["Ports"]})
+    return sorted(rows, key=lambda r: r["name"])
+
