@@ -1,0 +1,149 @@
+"""The mongo sandbox image (the mongod stand-in, NOT MongoDB, with the real mongosh 1.10.6)
+run as the data stack runs the official image: three members on one Docker network, a 0400
+keyfile, MONGO_INITDB_ROOT_USERNAME/PASSWORD. Needs a Docker Engine (skipped when none answers,
+like the other image tests); the image is built (or found cached) with sandbox.build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from sandbox import build  # noqa: E402
+
+LABEL = f"org.jafar.sandbox.test=standin-{uuid.uuid4().hex[:8]}"
+KEY = "c3RhbmRpbi1pbWFnZS10ZXN0LWtleS0wMTIzNDU2Nzg5"
+ROOT_ENV = {"MONGO_INITDB_ROOT_USERNAME": "root", "MONGO_INITDB_ROOT_PASSWORD": "image-test-pw"}
+PORTS = {"mongo-primary": 27017, "mongo-secondary": 27018, "mongo-arbiter": 27019}
+
+
+def docker(*args: str, check: bool = True, timeout: float = 120,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args[:3])} exited {proc.returncode}: "
+                             f"{proc.stderr[-2000:]}")
+    return proc
+
+
+def _engine_answers() -> bool:
+    try:
+        return docker("info", check=False, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="module")
+def image() -> Iterator[str]:
+    if not _engine_answers():
+        pytest.skip("no Docker Engine answers: run `sudo sandbox/setup-engine.sh` first")
+    results = build.build_images(only=["mongo"])
+    ref = next(r.ref for r in results if r.name == "mongo")
+    try:
+        yield ref
+    finally:
+        ids = docker("ps", "-aq", "--filter", f"label={LABEL}", check=False).stdout.split()
+        if ids:
+            docker("rm", "-f", "-v", *ids, check=False)
+        nets = docker("network", "ls", "-q", "--filter", f"label={LABEL}", check=False)
+        for net in nets.stdout.split():
+            docker("network", "rm", net, check=False)
+
+
+def _keyfile(tmp: Path, mode: int) -> Path:
+    path = tmp / f"key-{mode:o}"
+    path.write_text(KEY + "\n")
+    os.chown(path, 999, 999)
+    os.chmod(path, mode)
+    return path
+
+
+def _wait_listening(name: str, port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = docker("logs", name, check=False).stdout
+        if f'"Waiting for connections", "attr": {{"port": {port}' in logs:
+            return
+        running = docker("inspect", "-f", "{{.State.Running}}", name, check=False).stdout
+        if running.strip() != "true":
+            break
+        time.sleep(0.5)
+    raise AssertionError(f"{name} did not listen on {port}: {docker('logs', name).stdout[-3000:]}"
+                         f"{docker('logs', name).stderr[-3000:]}")
+
+
+def _mongosh(name: str, port: int, script: str, auth: bool = True) -> object:
+    """mongosh inside the container; credentials come from the environment, never argv."""
+    login = ("db.getSiblingDB('admin').auth(process.env.MONGO_INITDB_ROOT_USERNAME, "
+             "process.env.MONGO_INITDB_ROOT_PASSWORD); ") if auth else ""
+    proc = docker("exec", "-e", "MONGO_INITDB_ROOT_USERNAME", "-e", "MONGO_INITDB_ROOT_PASSWORD",
+                  name, "mongosh", "--quiet", "--norc", "--port", str(port), "--eval",
+                  login + script, env=ROOT_ENV, timeout=90, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    assert proc.returncode == 0 and lines, f"mongosh in {name}: {proc.stdout} {proc.stderr}"
+    return json.loads(lines[-1])
+
+
+def test_standin_image_replica_set_like_the_official_image(image: str, tmp_path: Path) -> None:
+    net = f"standin-net-{uuid.uuid4().hex[:8]}"
+    docker("network", "create", f"--label={LABEL}", net)
+    key = _keyfile(tmp_path, 0o400)
+    names = {}
+    for service, port in PORTS.items():
+        names[service] = f"{service}-{uuid.uuid4().hex[:6]}"
+        docker("run", "-d", f"--name={names[service]}", f"--label={LABEL}", f"--network={net}",
+               f"--network-alias={service}", "-e", "MONGO_INITDB_ROOT_USERNAME",
+               "-e", "MONGO_INITDB_ROOT_PASSWORD", "-v", f"{key}:/etc/mongo/keyfile:ro", image,
+               "mongod", "--replSet", "rs0", "--port", str(port), "--bind_ip_all",
+               "--keyFile", "/etc/mongo/keyfile", env=ROOT_ENV)
+    for service, port in PORTS.items():
+        _wait_listening(names[service], port)
+    primary = names["mongo-primary"]
+    # mongod runs as mongodb (999), not root; the password is not on any command line
+    status = docker("exec", primary, "cat", "/proc/1/status").stdout
+    assert "\nUid:\t999\t" in status
+    cmdline = docker("exec", primary, "cat", "/proc/1/cmdline").stdout
+    assert "image-test-pw" not in cmdline and "--auth" in cmdline
+    members = [{"_id": i, "host": f"{s}:{p}"} for i, (s, p) in enumerate(PORTS.items())]
+    members[2]["arbiterOnly"] = True
+    cfg = json.dumps({"_id": "rs0", "members": members})
+    assert _mongosh(primary, 27017, f"print(rs.initiate({cfg}).ok)") == 1
+    expected = ["PRIMARY", "SECONDARY", "ARBITER"]
+    for service, port in PORTS.items():
+        arbiter = service == "mongo-arbiter"  # no user data: localhost exception only
+        got = _mongosh(names[service], port, "print(JSON.stringify(rs.status().members"
+                       ".map(m => m.stateStr)))", auth=not arbiter)
+        assert got == expected, service
+    # unauthenticated: refused (users exist now)
+    proc = docker("exec", primary, "mongosh", "--quiet", "--norc", "--eval", "rs.status()",
+                  check=False)
+    assert proc.returncode != 0 and "requires authentication" in proc.stdout + proc.stderr
+    # restart keeps state; the root user is not created twice
+    docker("restart", primary)
+    _wait_listening(primary, 27017)
+    got = _mongosh(primary, 27017, "print(JSON.stringify(rs.status().members"
+                   ".map(m => m.stateStr)))")
+    assert got == expected
+    assert docker("logs", primary).stdout.count("init process complete") == 1
+
+
+def test_standin_image_refuses_open_keyfile(image: str, tmp_path: Path) -> None:
+    key = _keyfile(tmp_path, 0o644)
+    proc = docker("run", "--rm", f"--label={LABEL}", "-v", f"{key}:/etc/mongo/keyfile:ro", image,
+                  "mongod", "--replSet", "rs0", "--keyFile", "/etc/mongo/keyfile", check=False,
+                  timeout=60)
+    assert proc.returncode != 0
+    assert "permissions on /etc/mongo/keyfile are too open" in proc.stderr
