@@ -1,0 +1,264 @@
+"""The compose files, checked by the real Compose v2 (`docker compose config`), in both
+topologies, with a .env.ec2 made from .env.ec2.example."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from static_helpers import (
+    COMPOSE,
+    CREDENTIAL,
+    DATA_SERVICES,
+    JAFAR_SERVICES,
+    REGISTRY,
+    ROOT,
+    SUITE_VARIABLES,
+    TAG,
+    compose_json,
+    compose_run,
+    example_values,
+)
+
+DATA_SINGLE = ["docker-compose.data.yml"]
+DATA_SPLIT = ["docker-compose.data.yml", "docker-compose.data.split.yml"]
+CORE_SPLIT = ["docker-compose.core.yml"]
+CORE_SINGLE = ["docker-compose.core.yml", "docker-compose.core.single.yml"]
+BIND = "10.0.2.10"
+
+# (name, files, extra environment) for every way the suite runs the stacks.
+STACKS = [
+    ("data-single", DATA_SINGLE, {}),
+    ("data-split", DATA_SPLIT, {"DATA_BIND_ADDRESS": BIND}),
+    ("core-split", CORE_SPLIT, {"COMPOSE_PROFILES": "grafana"}),
+    ("core-single", CORE_SINGLE, {"COMPOSE_PROFILES": "grafana"}),
+    ("core-single-no-grafana", CORE_SINGLE, {}),
+]
+STACK_IDS = [s[0] for s in STACKS]
+
+
+@pytest.fixture(scope="module")
+def models(env_file: Path) -> dict[str, dict]:
+    return {name: compose_json(env_file, files, **extra) for name, files, extra in STACKS}
+
+
+@pytest.mark.parametrize(("name", "files", "extra"), STACKS, ids=STACK_IDS)
+def test_config_is_valid(env_file: Path, name: str, files: list[str], extra: dict[str, str]):
+    proc = compose_run(env_file, files, ["config", "--quiet"], **extra)
+    assert proc.returncode == 0, f"{name}: {proc.stderr}"
+
+
+def test_split_without_bind_address_fails(env_file: Path):
+    for value in (None, ""):
+        extra = {} if value is None else {"DATA_BIND_ADDRESS": value}
+        proc = compose_run(env_file, DATA_SPLIT, ["config", "--quiet"], **extra)
+        assert proc.returncode != 0, f"split config passed with DATA_BIND_ADDRESS={value!r}"
+        assert "DATA_BIND_ADDRESS" in proc.stderr
+
+
+def test_missing_secret_fails_with_its_name(tmp_path: Path, env_values: dict[str, str]):
+    """A required key missing from .env.ec2 stops every compose command, naming the key."""
+    for files, key in ((DATA_SINGLE, "MONGO_KEYFILE"), (CORE_SPLIT, "AUTH_JWT_SECRET")):
+        path = tmp_path / f"{key}.env"
+        path.write_text("".join(f"{k}={v}\n" for k, v in env_values.items() if k != key))
+        proc = compose_run(path, files, ["config", "--quiet"])
+        assert proc.returncode != 0
+        assert key in proc.stderr
+
+
+def test_stacks_run_services_of_the_contract(models: dict[str, dict]):
+    assert sorted(models["data-single"]["services"]) == sorted(DATA_SERVICES)
+    assert sorted(models["core-split"]["services"]) == sorted(
+        [*JAFAR_SERVICES, "gateway", "prometheus", "grafana"])
+    assert "grafana" not in models["core-single-no-grafana"]["services"]
+
+
+def test_only_gateway_publishes_and_only_80_443(models: dict[str, dict]):
+    for name in ("core-split", "core-single"):
+        for service, spec in models[name]["services"].items():
+            ports = spec.get("ports") or []
+            if service != "gateway":
+                assert not ports, f"{name}: {service} publishes {ports}"
+                continue
+            published = sorted((int(p["published"]), p["target"]) for p in ports)
+            assert published == [(80, 80), (443, 443)], f"{name}: gateway publishes {ports}"
+    assert all(not s.get("ports") for s in models["data-single"]["services"].values()), \
+        "single topology: the data stack must publish nothing"
+
+
+def test_split_data_ports_bind_only_the_private_address(models: dict[str, dict]):
+    expected = {"mongo-primary": 27017, "mongo-secondary": 27018, "mongo-arbiter": 27019,
+                "redis": 6379, "postgres-ledger": 5432}
+    for service, spec in models["data-split"]["services"].items():
+        ports = spec.get("ports") or []
+        assert len(ports) == 1, f"{service}: {ports}"
+        port = ports[0]
+        assert port.get("host_ip") == BIND, f"{service} binds {port.get('host_ip')!r}"
+        assert port["host_ip"] not in ("", "0.0.0.0", "::")
+        assert port["target"] == expected[service]
+        assert int(port["published"]) == port["target"], "replica set members need 1:1 ports"
+
+
+@pytest.mark.parametrize("name", STACK_IDS)
+def test_every_service_is_hardened(models: dict[str, dict], name: str):
+    for service, spec in models[name]["services"].items():
+        where = f"{name}/{service}"
+        check = spec.get("healthcheck") or {}
+        assert check.get("test") and not check.get("disable"), f"{where}: no healthcheck"
+        assert check["test"][0] in ("CMD", "CMD-SHELL"), f"{where}: {check['test']}"
+        assert spec.get("restart") == "unless-stopped", f"{where}: restart"
+        memory = (((spec.get("deploy") or {}).get("resources") or {}).get("limits")
+                  or {}).get("memory")
+        assert memory and int(memory) > 0, f"{where}: no memory limit"
+        logging = spec.get("logging") or {}
+        assert logging.get("driver") == "json-file", f"{where}: logging {logging}"
+        assert {"max-size", "max-file"} <= set(logging.get("options") or {}), \
+            f"{where}: no log rotation"
+        assert "no-new-privileges:true" in (spec.get("security_opt") or []), \
+            f"{where}: no no-new-privileges"
+        assert spec.get("read_only") is True, f"{where}: root file system is writable"
+        assert spec.get("tmpfs"), f"{where}: read-only root without a tmpfs"
+
+
+def test_log_driver_comes_from_log_driver(env_file: Path):
+    """LOG_DRIVER selects the driver (awslogs also needs its override file: see x-logging)."""
+    model = compose_json(env_file, CORE_SPLIT, LOG_DRIVER="awslogs")
+    assert {s["logging"]["driver"] for s in model["services"].values()} == {"awslogs"}
+
+
+def test_logging_is_written_once_per_file():
+    for path in COMPOSE.glob("docker-compose.*.yml"):
+        text = path.read_text()
+        assert text.count("max-size:") <= 1, f"{path.name}: logging options repeated"
+        if "logging:" in text:
+            assert "x-logging: &logging" in text, f"{path.name}: logging not from x-logging"
+
+
+def test_jafar_services_scale(models: dict[str, dict]):
+    """No container_name, no host port, the image from the registry and tag."""
+    for name in ("core-split", "core-single"):
+        services = models[name]["services"]
+        for service in JAFAR_SERVICES:
+            spec = services[service]
+            assert "container_name" not in spec, f"{service} has a container_name"
+            assert not spec.get("ports"), f"{service} has host ports"
+            assert spec["image"] == f"{REGISTRY}/{service}:{TAG}"
+
+
+def test_official_images_are_pinned_and_overridable(env_file: Path, models: dict[str, dict]):
+    defaults = {"gateway": "nginx:1.27.3", "prometheus": "prom/prometheus:v2.55.1",
+                "grafana": "grafana/grafana:11.3.1", "mongo-primary": "mongo:7.0.16",
+                "mongo-secondary": "mongo:7.0.16", "mongo-arbiter": "mongo:7.0.16",
+                "redis": "redis:7.2.7", "postgres-ledger": "postgres:15.10"}
+    images = {**{s: v["image"] for s, v in models["core-split"]["services"].items()},
+              **{s: v["image"] for s, v in models["data-single"]["services"].items()}}
+    for service, image in defaults.items():
+        assert images[service] == image
+    data = compose_json(env_file, DATA_SINGLE, MONGO_IMAGE="reg.example/mongo:x",
+                        REDIS_IMAGE="reg.example/redis:x", POSTGRES_IMAGE="reg.example/pg:x")
+    assert data["services"]["mongo-arbiter"]["image"] == "reg.example/mongo:x"
+    assert data["services"]["redis"]["image"] == "reg.example/redis:x"
+    assert data["services"]["postgres-ledger"]["image"] == "reg.example/pg:x"
+    core = compose_json(env_file, CORE_SPLIT, NGINX_IMAGE="reg.example/nginx:x",
+                        PROMETHEUS_IMAGE="reg.example/prom:x", GRAFANA_IMAGE="reg.example/gf:x",
+                        COMPOSE_PROFILES="grafana")
+    assert core["services"]["gateway"]["image"] == "reg.example/nginx:x"
+    assert core["services"]["prometheus"]["image"] == "reg.example/prom:x"
+    assert core["services"]["grafana"]["image"] == "reg.example/gf:x"
+
+
+def test_networks(models: dict[str, dict]):
+    data = models["data-single"]
+    assert data["networks"]["data"]["name"] == "jafar-data"
+    assert data["networks"]["data"].get("internal") is True
+    assert not models["data-split"]["networks"]["data"].get("internal"), \
+        "split: Docker publishes no port of an internal network"
+    for service, spec in data["services"].items():
+        assert set(spec["networks"]) == {"data"}, f"{service}: {spec['networks']}"
+    for name, with_data in (("core-split", False), ("core-single", True)):
+        core = models[name]
+        assert set(core["services"]["gateway"]["networks"]) == {"edge", "services"}
+        assert set(core["services"]["prometheus"]["networks"]) == {"services"}
+        for service in JAFAR_SERVICES:
+            wanted = {"services", "data"} if with_data else {"services"}
+            assert set(core["services"][service]["networks"]) == wanted, f"{name}/{service}"
+    external = models["core-single"]["networks"]["data"]
+    assert external.get("external") is True and external["name"] == "jafar-data"
+
+
+def test_data_lives_in_named_volumes(models: dict[str, dict]):
+    wanted = {"mongo-primary": {"/data/db", "/data/configdb"},
+              "mongo-secondary": {"/data/db", "/data/configdb"},
+              "mongo-arbiter": {"/data/db", "/data/configdb"},
+              "redis": {"/data"}, "postgres-ledger": {"/var/lib/postgresql/data"}}
+    model = models["data-single"]
+    for service, targets in wanted.items():
+        named = {v["target"] for v in model["services"][service].get("volumes") or []
+                 if v["type"] == "volume" and v.get("source") in model["volumes"]}
+        assert targets <= named, f"{service}: {targets - named} not in a named volume"
+
+
+def test_depends_on_waits_for_health(models: dict[str, dict]):
+    core = models["core-split"]["services"]
+    gateway = core["gateway"]["depends_on"]
+    assert set(gateway) == set(JAFAR_SERVICES)
+    assert {d["condition"] for d in gateway.values()} == {"service_healthy"}
+    assert core["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
+
+
+def test_each_container_gets_only_its_secrets(models: dict[str, dict]):
+    """Least privilege: the gateway and Prometheus see no secret; the replica set key and the
+    superuser passwords never reach a service."""
+    services = {**models["core-split"]["services"], **models["data-single"]["services"]}
+
+    def keys(service: str) -> set[str]:
+        return set(services[service].get("environment") or {})
+
+    assert not {k for k in keys("gateway") | keys("prometheus") if CREDENTIAL.search(k)}
+    for key, allowed in {
+        "MONGO_KEYFILE": {"mongo-primary", "mongo-secondary", "mongo-arbiter"},
+        "MONGO_INITDB_ROOT_PASSWORD": {"mongo-primary"},
+        "POSTGRES_PASSWORD": {"postgres-ledger"},
+        "AUTH_JWT_SECRET": {"auth-service", "api-service"},
+        "LEDGER_DB_PASSWORD": {"ledger-service", "postgres-ledger"},
+        "GRAFANA_ADMIN_PASSWORD": set(),
+    }.items():
+        holders = {s for s in services if key in keys(s)}
+        assert holders == allowed, f"{key} reaches {sorted(holders)}"
+
+
+def test_no_secret_on_a_command_line(models: dict[str, dict], env_values: dict[str, str]):
+    """No secret value in any command, entrypoint or healthcheck (they are visible in ps)."""
+    secrets = [v for k, v in env_values.items() if CREDENTIAL.search(k)]
+    for name, model in models.items():
+        for service, spec in model["services"].items():
+            argv = " ".join([*(spec.get("command") or []), *(spec.get("entrypoint") or []),
+                             *((spec.get("healthcheck") or {}).get("test") or [])])
+            leaked = [s for s in secrets if s in argv]
+            assert not leaked, f"{name}/{service}: a secret is on a command line"
+
+
+def test_env_example_covers_every_variable():
+    """Every variable the stacks read is in .env.ec2.example or set by the suite, and every
+    key of the example is read by a stack or a script."""
+    example = set(example_values())
+    assert not example & SUITE_VARIABLES, "suite-provided variables belong in environments.yml"
+    texts = {p.name: p.read_text() for p in COMPOSE.glob("docker-compose.*.yml")}
+    used: set[str] = set()
+    optional: set[str] = set()
+    for text in texts.values():
+        for match in re.finditer(r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)(:?[-?])?", text):
+            (optional if match.group(2) in (":-", "-") else used).add(match.group(1))
+    unknown = used - example - SUITE_VARIABLES
+    assert not unknown, f"read by compose but not in .env.ec2.example: {sorted(unknown)}"
+    scripts = (ROOT / "scripts" / "init-replica.sh").read_text()
+    unused = {k for k in example if k not in used and k not in scripts}
+    assert not unused, f"keys of .env.ec2.example nothing reads: {sorted(unused)}"
+    assert optional <= SUITE_VARIABLES | {"JAFAR_DATA_NETWORK"}, sorted(optional)
+
+
+def test_env_example_has_no_real_secret():
+    for key, value in example_values().items():
+        if CREDENTIAL.search(key):
+            assert value == "", f"{key} must be empty in the example"

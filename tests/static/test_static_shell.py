@@ -1,0 +1,53 @@
+"""shellcheck on every shell script a host runs: scripts/ and config/postgres/initdb/."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from static_helpers import ROOT, require_tool
+
+DIRECTORIES = [ROOT / "scripts", ROOT / "config" / "postgres" / "initdb"]
+
+
+def shell_scripts() -> list[Path]:
+    found = []
+    for directory in DIRECTORIES:
+        for path in sorted(directory.iterdir()):
+            if not path.is_file():
+                continue
+            first = path.read_text().split("\n", 1)[0]
+            if path.suffix == ".sh" or (first.startswith("#!") and "sh" in first):
+                found.append(path)
+    return found
+
+
+def test_there_are_scripts_to_check():
+    names = {p.name for p in shell_scripts()}
+    assert {"init-replica.sh", "01-ledger-role.sh"} <= names
+
+
+@pytest.mark.parametrize("script", shell_scripts(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_shellcheck_clean(script: Path):
+    require_tool("shellcheck")
+    proc = subprocess.run(["shellcheck", "--severity=style", "--external-sources", str(script)],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("script", shell_scripts(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_scripts_are_strict_and_executable(script: Path):
+    text = script.read_text()
+    assert text.startswith("#!/usr/bin/env bash\n") or text.startswith("#!/bin/bash\n")
+    assert "set -euo pipefail" in text
+    assert os.access(script, os.X_OK), f"chmod +x {script.relative_to(ROOT)}"
+
+
+def test_shellcheck_can_fail(tmp_path: Path):
+    require_tool("shellcheck")
+    bad = tmp_path / "bad.sh"
+    bad.write_text("#!/usr/bin/env bash\nrm -rf $1/*\n")
+    assert subprocess.run(["shellcheck", str(bad)], capture_output=True,
+                          timeout=120).returncode != 0
