@@ -98,8 +98,8 @@ def execute(target: str | None, names: list[str], dry_run: bool, yes: bool,
     failed = [r for r in rows if r.result == "FAILED"]
     if failed:
         hint = f" (after fixing it, resume with --from {failed[0].step})" if resume_hint else ""
-        raise StepFailed(f"{failed[0].step} failed on {failed[0].host}: {failed[0].message}"
-                         + hint)
+        raise StepFailed(session.masker(
+            f"{failed[0].step} failed on {failed[0].host}: {failed[0].message}{hint}"))
 
 
 def step_task(name: str) -> Callable[..., None]:

@@ -40,14 +40,13 @@ SANDBOX_VALUES = {
     "MONGO_REPLICA_SET": "rs0",
     "MONGO_APP_DB": "jafar",
     "MONGO_APP_USER": "jafar_app",
-    "MONGO_LEDGER_USER": "jafar_ledger",
-    "MONGO_ROOT_USERNAME": "root",
+    "MONGO_LEDGER_USER": "jafar_ledger_reader",
+    "MONGO_ROOT_USERNAME": "jafar_root",
     "REDIS_PORT": "6379",
     "POSTGRES_PORT": "5432",
-    "POSTGRES_USER": "postgres",
-    "POSTGRES_DB": "ledger",
+    "POSTGRES_USER": "jafar_pg_admin",
     "LEDGER_DB_NAME": "ledger",
-    "LEDGER_DB_USER": "ledger_app",
+    "LEDGER_DB_USER": "jafar_ledger",
 }
 
 

@@ -16,10 +16,11 @@ def probe(projects: list[str], http_services: list[str], port: int, gateway: boo
     `H<TAB>container<TAB>body<TAB>code` for each running HTTP service (GET /health on the
     container's own address, so every replica is checked), and `G<TAB>code` for the gateway's
     HTTPS /health on the host."""
-    filters = " ".join(shlex.join(["--filter", f"label={LABEL}={p}"]) for p in projects)
+    listings = "; ".join(shlex.join(["docker", "ps", "--all", "--quiet", "--no-trunc",
+                                      "--filter", f"label={LABEL}={p}"]) for p in projects)
     lines = [
         f"http=' {' '.join(http_services)} '",
-        f"ids=$(docker ps --all --quiet --no-trunc {filters}) || exit 1",
+        f"ids=$({listings}) || exit 1",  # label filters AND together: one listing each
         'if [ -n "$ids" ]; then',
         f"  docker inspect --format {shlex.quote(INSPECT_FORMAT)} $ids |",
         "  while IFS=\"$(printf '\\t')\" read -r svc name state health ips; do",
