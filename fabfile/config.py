@@ -39,13 +39,15 @@ _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9]
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
 _REGISTRY = re.compile(r"^[a-z0-9][a-z0-9._:/-]*[a-z0-9]$")
+_LOG_GROUP = re.compile(r"^[A-Za-z0-9_/.#-]{1,512}$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 _ADHOC = re.compile(r"^(?P<user>[^@\s]+)@(?P<address>[^:\s]+)(:(?P<port>[^:\s]+))?$")
 
 ENV_KEYS = {
     "description", "protected", "project", "deploy_path", "registry", "tag", "topology",
     "private_cidr", "env_file", "tls_dir", "known_hosts", "become", "connect_timeout",
     "command_timeout", "compose_profiles", "images", "log_driver", "bastion", "hosts",
-    "overlay",
+    "overlay", "awslogs_group", "aws_region",
 }
 HOST_KEYS = {"name", "address", "user", "port", "key", "roles", "private_address", "become"}
 BASTION_KEYS = {"address", "user", "port", "key"}
@@ -97,6 +99,8 @@ class Environment:
     compose_profiles: tuple[str, ...] = ()
     images: dict[str, str] = field(default_factory=dict)
     log_driver: str = "json-file"
+    awslogs_group: str | None = None
+    aws_region: str | None = None
     bastion: Endpoint | None = None
 
     def hosts_with(self, role: str) -> tuple[Host, ...]:
@@ -299,6 +303,18 @@ def _environment(check: _Checker, name: str, raw: dict[str, Any], key: str) -> E
     for i, p in enumerate(profiles):
         check.choice(p, f"{key}.compose_profiles[{i}]", PROFILES)
     images = check.mapping(raw.get("images") or {}, f"{key}.images", set(IMAGE_VARIABLES))
+    log_driver = check.choice(raw.get("log_driver", "json-file"), f"{key}.log_driver", LOG_DRIVERS)
+    awslogs = {}
+    if log_driver == "awslogs":
+        for k in ("awslogs_group", "aws_region"):
+            if not raw.get(k):
+                raise check.fail(f"{key}.{k}", "missing; log_driver awslogs needs awslogs_group "
+                                 "and aws_region")
+        awslogs = {"awslogs_group": check.string(raw["awslogs_group"], f"{key}.awslogs_group",
+                                                 _LOG_GROUP, "CloudWatch log group names are "
+                                                 "letters, digits and _ - / . #"),
+                   "aws_region": check.string(raw["aws_region"], f"{key}.aws_region", _REGION,
+                                              "use a region such as eu-west-1")}
     for var, ref in images.items():
         check.string(ref, f"{key}.images.{var}", _IMAGE, "use an image reference like "
                      "registry.example/nginx:1.27.3")
@@ -325,8 +341,8 @@ def _environment(check: _Checker, name: str, raw: dict[str, Any], key: str) -> E
                                       f"{key}.command_timeout", 1, 7200),
         compose_profiles=tuple(profiles),
         images=dict(images),
-        log_driver=check.choice(raw.get("log_driver", "json-file"), f"{key}.log_driver",
-                                LOG_DRIVERS),
+        log_driver=log_driver,
+        **awslogs,
         bastion=bastion,
     )
 

@@ -12,13 +12,15 @@ LABEL = "com.docker.compose.project"
 
 
 def compose_files(env: Environment, stack: str) -> list[str]:
-    """Base file plus the topology override: split publishes data ports on the private
-    address; single attaches core to the data network."""
+    """Base file plus overrides: split publishes data ports on the private address; single
+    attaches core to the data network; awslogs replaces the local log rotation."""
     files = [f"compose/docker-compose.{stack}.yml"]
     if stack == "data" and env.topology == "split":
         files.append("compose/docker-compose.data.split.yml")
     if stack == "core" and env.topology == "single":
         files.append("compose/docker-compose.core.single.yml")
+    if env.log_driver == "awslogs":
+        files.append(f"compose/docker-compose.{stack}.awslogs.yml")
     return files
 
 
@@ -27,9 +29,10 @@ def suite_variables(env: Environment) -> dict[str, str]:
     variables = {
         "JAFAR_REGISTRY": env.registry,
         "JAFAR_TAG": env.tag,
-        "LOG_DRIVER": env.log_driver,
         "COMPOSE_PROFILES": ",".join(env.compose_profiles),
     }
+    if env.log_driver == "awslogs" and env.awslogs_group and env.aws_region:
+        variables.update(AWSLOGS_GROUP=env.awslogs_group, AWS_REGION=env.aws_region)
     if env.topology == "split" and env.data_host.private_address:
         variables["DATA_BIND_ADDRESS"] = env.data_host.private_address
     variables.update(sorted(env.images.items()))

@@ -121,14 +121,35 @@ def test_every_service_is_hardened(models: dict[str, dict], name: str):
         assert spec.get("tmpfs"), f"{where}: read-only root without a tmpfs"
 
 
-def test_log_driver_comes_from_log_driver(env_file: Path):
-    """LOG_DRIVER selects the driver (awslogs also needs its override file: see x-logging)."""
-    model = compose_json(env_file, CORE_SPLIT, LOG_DRIVER="awslogs")
-    assert {s["logging"]["driver"] for s in model["services"].values()} == {"awslogs"}
+@pytest.mark.parametrize("files", [CORE_SPLIT + ["docker-compose.core.awslogs.yml"],
+                                   DATA_SPLIT + ["docker-compose.data.awslogs.yml"]])
+def test_awslogs_override_replaces_json_file_logging(env_file: Path, files: list[str]):
+    """The awslogs file replaces (not merges) the rotation options, for every service."""
+    model = compose_json(env_file, files, DATA_BIND_ADDRESS=BIND, AWSLOGS_GROUP="/jafar/prod",
+                         AWS_REGION="eu-west-1", COMPOSE_PROFILES="grafana")
+    for name, spec in model["services"].items():
+        assert spec["logging"] == {"driver": "awslogs", "options": {
+            "awslogs-group": "/jafar/prod", "awslogs-region": "eu-west-1",
+            "tag": "{{.Name}}"}}, name
+
+
+def test_awslogs_without_group_fails(env_file: Path):
+    proc = compose_run(env_file, CORE_SPLIT + ["docker-compose.core.awslogs.yml"],
+                       ["config", "-q"], AWS_REGION="eu-west-1")
+    assert proc.returncode != 0 and "AWSLOGS_GROUP" in proc.stderr
+
+
+def test_default_logging_is_rotated_json_file(env_file: Path):
+    model = compose_json(env_file, CORE_SINGLE)
+    for name, spec in model["services"].items():
+        assert spec["logging"] == {"driver": "json-file",
+                                   "options": {"max-size": "10m", "max-file": "5"}}, name
 
 
 def test_logging_is_written_once_per_file():
     for path in COMPOSE.glob("docker-compose.*.yml"):
+        if path.name.endswith(".awslogs.yml"):
+            continue  # the override file: its own x-awslogs block, once
         text = path.read_text()
         assert text.count("max-size:") <= 1, f"{path.name}: logging options repeated"
         if "logging:" in text:

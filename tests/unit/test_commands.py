@@ -10,8 +10,7 @@ from fabfile.commands import compose, files, replica
 from fabfile.remote import become
 from tests.conftest import shipped
 
-SINGLE_ENV = ("env JAFAR_REGISTRY=registry:5000/jafar JAFAR_TAG=sandbox LOG_DRIVER=json-file "
-              "COMPOSE_PROFILES=")
+SINGLE_ENV = "env JAFAR_REGISTRY=registry:5000/jafar JAFAR_TAG=sandbox COMPOSE_PROFILES="
 
 
 @pytest.fixture
@@ -37,18 +36,20 @@ def test_compose_single_topology(sandbox):
 def test_compose_split_topology_binds_data_to_private_address(prod):
     assert compose.config_check(prod, "data") == (
         "cd /opt/jafar && env JAFAR_REGISTRY=123456789012.dkr.ecr.eu-west-1.amazonaws.com/jafar "
-        "JAFAR_TAG=2026.11.0 LOG_DRIVER=awslogs COMPOSE_PROFILES=grafana "
-        "DATA_BIND_ADDRESS=10.0.2.10 docker compose -p jafar-data --env-file .env.ec2 "
-        "-f compose/docker-compose.data.yml -f compose/docker-compose.data.split.yml "
+        "JAFAR_TAG=2026.11.0 COMPOSE_PROFILES=grafana AWSLOGS_GROUP=/jafar/prod "
+        "AWS_REGION=eu-west-1 DATA_BIND_ADDRESS=10.0.2.10 docker compose -p jafar-data "
+        "--env-file .env.ec2 -f compose/docker-compose.data.yml "
+        "-f compose/docker-compose.data.split.yml -f compose/docker-compose.data.awslogs.yml "
         "config --quiet")
-    assert compose.compose_files(prod, "core") == ["compose/docker-compose.core.yml"]
+    assert compose.compose_files(prod, "core") == ["compose/docker-compose.core.yml",
+                                                   "compose/docker-compose.core.awslogs.yml"]
 
 
 def test_image_overrides_are_passed_sorted(sandbox):
     env = replace(sandbox, images={"REDIS_IMAGE": "r:1", "NGINX_IMAGE": "n:2"})
     assert compose.suite_variables(env) == {
         "JAFAR_REGISTRY": "registry:5000/jafar", "JAFAR_TAG": "sandbox",
-        "LOG_DRIVER": "json-file", "COMPOSE_PROFILES": "", "NGINX_IMAGE": "n:2",
+        "COMPOSE_PROFILES": "", "NGINX_IMAGE": "n:2",
         "REDIS_IMAGE": "r:1"}
 
 

@@ -64,6 +64,8 @@ def test_adhoc_target_uses_defaults(environments):
     (ONE_HOST, "deploy_path: opt/jafar\n",
      "environments.test.deploy_path: must be an absolute path"),
     (ONE_HOST, "tag: 'bad tag'\n", "environments.test.tag: invalid value 'bad tag'"),
+    (ONE_HOST, "log_driver: awslogs\n",
+     "environments.test.awslogs_group: missing; log_driver awslogs needs awslogs_group"),
     (ONE_HOST, "compose_profiles: [kibana]\n",
      "environments.test.compose_profiles[0]: must be one of grafana"),
 ])
