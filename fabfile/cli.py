@@ -14,8 +14,9 @@ from typing import Any
 from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
-from fabfile import envfile, sandbox
+from fabfile import envfile
 from fabfile import health as health_mod
+from fabfile import local_sandbox as sandbox
 from fabfile.config import Environment, load_environment
 from fabfile.errors import BadInput, StepFailed
 from fabfile.flow import Step, print_plan, run_steps, select, summary
