@@ -120,3 +120,4 @@ def test_prod_dry_run_needs_no_network_and_no_keys():
     r = run_inv("deploy", "--host", "prod", "--dry-run")
     assert r.returncode == 0, r.stderr
     assert "[prod-core-2] core.up: " in r.stdout and "DATA_BIND_ADDRESS=10.0.2.10" in r.stdout
+
