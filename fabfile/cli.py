@@ -14,12 +14,13 @@ from typing import Any
 from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
-from fabfile import envfile
+from fabfile import envfile, hostcheck
 from fabfile import health as health_mod
 from fabfile import local_sandbox as sandbox
 from fabfile.config import Environment, load_environment
 from fabfile.errors import BadInput, StepFailed
-from fabfile.flow import Step, print_plan, run_steps, select, summary
+from fabfile.flow import Step, print_plan, remotes, run_steps, select, summary
+from fabfile.host import HOST_HARDEN, HOST_PREPARE, check_operator_keys
 from fabfile.remote import Masker, Printer, preflight
 from fabfile.replica import REPLICA_INIT
 from fabfile.stacks import CORE_UP, DATA_UP
@@ -27,10 +28,11 @@ from fabfile.sync import ENV_SYNC, FILES_SYNC, check_local_secrets
 from fabfile.trust import parse_fingerprints
 from fabfile.trust import trust as trust_hosts
 
-FLOW: tuple[Step, ...] = (ENV_SYNC, FILES_SYNC, DATA_UP, REPLICA_INIT, CORE_UP,
-                          health_mod.HEALTH)
+FLOW: tuple[Step, ...] = (HOST_PREPARE, HOST_HARDEN, ENV_SYNC, FILES_SYNC, DATA_UP,
+                          REPLICA_INIT, CORE_UP, health_mod.HEALTH)
 STEPS = {s.name: s for s in FLOW}
-MUTATING = {"env.sync", "files.sync", "data.up", "replica.init", "core.up"}
+MUTATING = {"host.prepare", "host.harden", "env.sync", "files.sync", "data.up", "replica.init",
+            "core.up"}
 
 HOST_HELP = "environment name from config/environments.yml, or user@address[:port]"
 DRY_HELP = "print, per host, the exact commands and uploads; connect to nothing"
@@ -89,6 +91,8 @@ def execute(target: str | None, names: list[str], dry_run: bool, yes: bool,
     mutating = [s.name for s in steps if s.name in MUTATING]
     if "env.sync" in mutating:
         check_local_secrets(env)
+    if any(s.admin for s in steps):
+        check_operator_keys(env)
     if mutating:
         envfile.refuse_tracked_secrets()
     preflight(env)
@@ -128,7 +132,8 @@ def step_task(name: str) -> Callable[..., None]:
 @handled
 def deploy(c: Context, host: str | None = None, dry_run: bool = False, from_: str | None = None,
            only: str | None = None, skip: str | None = None, yes: bool = False) -> None:
-    """Run the documented flow: env.sync, files.sync, data.up, replica.init, core.up, health."""
+    """Run the documented flow: host.prepare, host.harden, env.sync, files.sync, data.up,
+    replica.init, core.up, health."""
     execute(host, select(list(STEPS), start=from_, only=only, skip=skip), dry_run, yes,
             resume_hint=True)
 
@@ -141,8 +146,6 @@ def health(c: Context, host: str | None = None, json: bool = False) -> None:
     session = Session(host)
     env = session.env
     preflight(env)
-    from fabfile.flow import remotes
-
     checks = []
     with remotes(env, session.printer) as pool:
         for h in env.hosts:
@@ -152,6 +155,28 @@ def health(c: Context, host: str | None = None, json: bool = False) -> None:
     bad = sorted({c.service for c in checks if not c.healthy})
     if bad:
         raise Exit(f"unhealthy: {', '.join(bad)}" if not json else None, code=1)
+
+
+@task(name="check", auto_shortflags=False, help={
+    "host": HOST_HELP, "json": "print JSON for scripts and monitors instead of the table"})
+@handled
+def host_check(c: Context, host: str | None = None, json: bool = False) -> None:
+    """Audit every hardening control (sshd -T, fail2ban, ufw, ports, Docker, sysctl, upgrades)
+    read-only; exit 1 if any control fails."""
+    session = Session(host)
+    env = session.env
+    preflight(env)
+    controls = []
+    with remotes(env, session.printer) as pool:
+        for h in env.hosts:
+            out = pool.get(h, admin=True).run(hostcheck.probe(env), check=False).stdout
+            controls += hostcheck.evaluate(env, h, out)
+    print(session.masker(hostcheck.as_json(controls) if json else
+                         "\n".join(hostcheck.table(controls))))
+    failed = [f"{c.host}: {c.control}" for c in controls if not c.ok]
+    if failed:
+        raise Exit(None if json else f"{len(failed)} controls failed: {', '.join(failed)}",
+                   code=1)
 
 
 @task(name="check", auto_shortflags=False, help={
@@ -232,6 +257,7 @@ ns = Collection(
     Collection("data", step_task("data.up")),
     Collection("replica", step_task("replica.init")),
     Collection("core", step_task("core.up")),
-    Collection("host", host_trust),
+    Collection("host", host_trust, step_task("host.prepare"), step_task("host.harden"),
+               host_check),
     Collection("sandbox", sandbox_up, sandbox_down, sandbox_reset, sandbox_status),
 )

@@ -47,8 +47,11 @@ ENV_KEYS = {
     "description", "protected", "project", "deploy_path", "registry", "tag", "topology",
     "private_cidr", "env_file", "tls_dir", "known_hosts", "become", "connect_timeout",
     "command_timeout", "compose_profiles", "images", "log_driver", "bastion", "hosts",
-    "overlay", "awslogs_group", "aws_region",
+    "overlay", "awslogs_group", "aws_region", "host",
 }
+HOST_SETUP_KEYS = {"admin_user", "deploy_user", "operator_keys", "ssh_cidr", "docker_source",
+                   "compose_plugin", "insecure_registries", "shared_kernel", "sshd_extra"}
+DOCKER_SOURCES = ("docker-apt", "debian")
 HOST_KEYS = {"name", "address", "user", "port", "key", "roles", "private_address", "become"}
 BASTION_KEYS = {"address", "user", "port", "key"}
 
@@ -78,6 +81,22 @@ class Host:
 
 
 @dataclass(frozen=True)
+class HostSetup:
+    """How host.prepare and host.harden shape an instance (the `host:` block)."""
+
+    admin_user: str = "ubuntu"           # the AMI's sudo user: host steps connect as it
+    deploy_user: str = "deploy"          # owns the deploy path, in the docker group
+    operator_keys: tuple[Path, ...] = ()  # public keys allowed to log in as deploy_user
+    ssh_cidr: str = "0.0.0.0/0"          # where SSH may come from
+    docker_source: str = "docker-apt"    # Docker's apt repository, or Debian's docker.io
+    compose_plugin: Path | None = None   # local Compose v2 binary for docker_source: debian
+    insecure_registries: tuple[str, ...] = ()
+    shared_kernel: bool = False          # test hosts sharing a kernel: no kernel sysctls,
+                                         # auditd or clock sync (they would change the machine)
+    sshd_extra: tuple[str, ...] = ()     # site-specific sshd lines, validated with sshd -t
+
+
+@dataclass(frozen=True)
 class Environment:
     """A deploy target: its hosts and everything the stacks need to know about it."""
 
@@ -102,6 +121,7 @@ class Environment:
     awslogs_group: str | None = None
     aws_region: str | None = None
     bastion: Endpoint | None = None
+    host_setup: HostSetup = field(default_factory=HostSetup)
 
     def hosts_with(self, role: str) -> tuple[Host, ...]:
         return tuple(h for h in self.hosts if h.has(role))
@@ -291,12 +311,7 @@ def _environment(check: _Checker, name: str, raw: dict[str, Any], key: str) -> E
     _check_topology(check, key, topology, hosts)
     private_cidr = None
     if raw.get("private_cidr") is not None:
-        private_cidr = check.string(raw["private_cidr"], f"{key}.private_cidr")
-        try:
-            ipaddress.ip_network(private_cidr)
-        except ValueError:
-            raise check.fail(f"{key}.private_cidr",
-                             f"{private_cidr!r} is not a CIDR such as 10.0.0.0/16") from None
+        private_cidr = _cidr(check, raw["private_cidr"], f"{key}.private_cidr")
     profiles = raw.get("compose_profiles") or []
     if not isinstance(profiles, list):
         raise check.fail(f"{key}.compose_profiles", "must be a list")
@@ -318,7 +333,9 @@ def _environment(check: _Checker, name: str, raw: dict[str, Any], key: str) -> E
     for var, ref in images.items():
         check.string(ref, f"{key}.images.{var}", _IMAGE, "use an image reference like "
                      "registry.example/nginx:1.27.3")
+    setup = _host_setup(check, raw.get("host") or {}, f"{key}.host")
     return Environment(
+        host_setup=setup,
         name=name,
         hosts=hosts,
         registry=check.string(raw["registry"], f"{key}.registry", _REGISTRY,
@@ -344,6 +361,46 @@ def _environment(check: _Checker, name: str, raw: dict[str, Any], key: str) -> E
         log_driver=log_driver,
         **awslogs,
         bastion=bastion,
+    )
+
+
+def _cidr(check: _Checker, value: Any, key: str) -> str:
+    text = check.string(value, key)
+    try:
+        ipaddress.ip_network(text)
+    except ValueError:
+        raise check.fail(key, f"{text!r} is not a CIDR such as 10.0.0.0/16") from None
+    return text
+
+
+def _host_setup(check: _Checker, value: Any, key: str) -> HostSetup:
+    raw = check.mapping(value, key, HOST_SETUP_KEYS)
+    lists = {}
+    for k in ("operator_keys", "insecure_registries", "sshd_extra"):
+        items = raw.get(k) or []
+        if not isinstance(items, list):
+            raise check.fail(f"{key}.{k}", "must be a list")
+        lists[k] = [check.string(v, f"{key}.{k}[{i}]") for i, v in enumerate(items)]
+    for i, line in enumerate(lists["sshd_extra"]):
+        if "\n" in line or not re.match(r"^[A-Za-z]+ \S", line):
+            raise check.fail(f"{key}.sshd_extra[{i}]", "one sshd_config line: Keyword value")
+    for i, reg in enumerate(lists["insecure_registries"]):
+        check.string(reg, f"{key}.insecure_registries[{i}]", _REGISTRY, "use host:port")
+    source = check.choice(raw.get("docker_source", "docker-apt"), f"{key}.docker_source",
+                          DOCKER_SOURCES)
+    plugin = raw.get("compose_plugin")
+    return HostSetup(
+        admin_user=check.string(raw.get("admin_user", "ubuntu"), f"{key}.admin_user", _USER,
+                                "use the AMI's sudo user, e.g. ubuntu"),
+        deploy_user=check.string(raw.get("deploy_user", "deploy"), f"{key}.deploy_user", _USER,
+                                 "use a Unix user name such as deploy"),
+        operator_keys=tuple(resolve_path(k) for k in lists["operator_keys"]),
+        ssh_cidr=_cidr(check, raw.get("ssh_cidr", "0.0.0.0/0"), f"{key}.ssh_cidr"),
+        docker_source=source,
+        compose_plugin=check.path(plugin, f"{key}.compose_plugin") if plugin else None,
+        insecure_registries=tuple(lists["insecure_registries"]),
+        shared_kernel=check.boolean(raw.get("shared_kernel", False), f"{key}.shared_kernel"),
+        sshd_extra=tuple(lists["sshd_extra"]),
     )
 
 

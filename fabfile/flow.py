@@ -9,7 +9,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fabfile.config import Environment, Host
 from fabfile.errors import BadInput, StepFailed
@@ -31,6 +31,7 @@ class Step:
     summary: str
     plan: Callable[[Environment, Host], list[str]]
     apply: Callable[[Environment, Host, Remote], Outcome]
+    admin: bool = False  # connects as host.admin_user with sudo (host preparation steps)
 
     def hosts(self, env: Environment) -> tuple[Host, ...]:
         return tuple(h for h in env.hosts if any(h.has(r) for r in self.roles))
@@ -86,15 +87,45 @@ def print_plan(env: Environment, steps: list[Step], printer: Printer) -> None:
                 printer.line(host.name, textwrap.indent(line, "  "))
 
 
+class Pool:
+    """One connection per host (and per user) for the whole run, opened on first use."""
+
+    def __init__(self, env: Environment, printer: Printer) -> None:
+        self.env = env
+        self.printer = printer
+        self._remotes: dict[tuple[str, bool], Remote] = {}
+
+    def get(self, host: Host, admin: bool = False) -> Remote:
+        key = (host.name, admin)
+        if key not in self._remotes:
+            target = admin_host(self.env, host) if admin else host
+            self._remotes[key] = Remote(self.env, target, self.printer)
+        return self._remotes[key]
+
+    def __getitem__(self, name: str) -> Remote:
+        return self.get(self.env.host(name))
+
+    @property
+    def round_trips(self) -> int:
+        return sum(r.round_trips for r in self._remotes.values())
+
+    def close(self) -> None:
+        for r in self._remotes.values():
+            r.close()
+
+
+def admin_host(env: Environment, host: Host) -> Host:
+    """The same instance, reached as the sudo user that host steps need."""
+    return replace(host, ssh=replace(host.ssh, user=env.host_setup.admin_user), become=True)
+
+
 @contextmanager
-def remotes(env: Environment, printer: Printer) -> Iterator[dict[str, Remote]]:
-    """One Remote per host for the whole run; connections open on first use, close at the end."""
-    pool = {h.name: Remote(env, h, printer) for h in env.hosts}
+def remotes(env: Environment, printer: Printer) -> Iterator[Pool]:
+    pool = Pool(env, printer)
     try:
         yield pool
     finally:
-        for r in pool.values():
-            r.close()
+        pool.close()
 
 
 def run_steps(env: Environment, steps: list[Step], printer: Printer) -> list[Row]:
@@ -103,7 +134,7 @@ def run_steps(env: Environment, steps: list[Step], printer: Printer) -> list[Row
     with remotes(env, printer) as pool:
         for step in steps:
             for host in step.hosts(env):
-                remote = pool[host.name]
+                remote = pool.get(host, step.admin)
                 try:
                     outcome = step.apply(env, host, remote)
                 except StepFailed as exc:

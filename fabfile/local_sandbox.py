@@ -178,8 +178,8 @@ def ensure_files(say: Printer) -> None:
     seed = STATE / "seed"
     seed.mkdir(exist_ok=True)
     (seed / "authorized_keys").write_text((STATE / "id_ed25519.pub").read_text())
-    (seed / "docker.env").write_text(
-        f"DOCKER_OPTS=--insecure-registry={cmd.REGISTRY_ALIAS}:{cmd.REGISTRY_PORT}\n")
+    # the registry's address reaches the inner daemon through host.prepare's daemon.json
+    (seed / "docker.env").unlink(missing_ok=True)
     tls = STATE / "tls"
     if not (tls / "tls.key").exists():
         tls.mkdir(mode=0o700, exist_ok=True)
@@ -252,8 +252,8 @@ def write_overlay(hosts: list[SandboxHost], images: dict[str, str]) -> None:
     split = len(hosts) > 1
     entries = []
     for h in hosts:
-        entry = {"name": h.name, "address": "127.0.0.1", "port": h.ssh_port, "user": "admin",
-                 "key": str(STATE / "id_ed25519"), "become": True, "roles": list(h.roles)}
+        entry = {"name": h.name, "address": "127.0.0.1", "port": h.ssh_port, "user": "deploy",
+                 "key": str(STATE / "id_ed25519"), "roles": list(h.roles)}
         if split and "data" in h.roles:
             entry["private_address"] = h.ip
         entries.append(entry)

@@ -76,7 +76,7 @@ def test_missing_key_file(setup, listener):
 
 
 @pytest.mark.parametrize("flag, value, message", [
-    ("--from", "data.upp", "--from: unknown step 'data.upp'; steps are: env.sync, files.sync"),
+    ("--from", "data.upp", "--from: unknown step 'data.upp'; steps are: host.prepare, "),
     ("--only", "env.sync,replica", "--only: unknown step 'replica'"),
     ("--skip", "helth", "--skip: unknown step 'helth'"),
 ])

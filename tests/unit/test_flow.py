@@ -12,7 +12,8 @@ from fabfile.flow import print_plan, select
 from fabfile.remote import Masker, Printer
 from tests.conftest import shipped
 
-NAMES = ["env.sync", "files.sync", "data.up", "replica.init", "core.up", "health"]
+NAMES = ["host.prepare", "host.harden", "env.sync", "files.sync", "data.up", "replica.init",
+         "core.up", "health"]
 
 
 def test_flow_order_is_the_documented_one():
@@ -23,7 +24,8 @@ def test_flow_order_is_the_documented_one():
     ({}, NAMES),
     ({"start": "data.up"}, ["data.up", "replica.init", "core.up", "health"]),
     ({"only": "core.up,env.sync"}, ["env.sync", "core.up"]),
-    ({"skip": "replica.init"}, ["env.sync", "files.sync", "data.up", "core.up", "health"]),
+    ({"skip": "replica.init"}, ["host.prepare", "host.harden", "env.sync", "files.sync",
+                                "data.up", "core.up", "health"]),
     ({"start": "replica.init", "skip": "health"}, ["replica.init", "core.up"]),
 ])
 def test_select(kwargs, expected):
@@ -31,7 +33,7 @@ def test_select(kwargs, expected):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"start": "data.upp"}, "--from: unknown step 'data.upp'; steps are: env.sync, "),
+    ({"start": "data.upp"}, "--from: unknown step 'data.upp'; steps are: host.prepare, "),
     ({"only": "core.up,nope"}, "--only: unknown step 'nope'"),
     ({"skip": "x"}, "--skip: unknown step 'x'"),
     ({"start": "data.up", "only": "core.up"}, "--only and --from do not mix"),
@@ -55,6 +57,8 @@ def test_prod_plan_runs_steps_per_role_in_order():
     assert headers[0] == "dry run for prod: nothing is contacted or changed"
     steps = [h.split("] ", 1)[1].split(":")[0] + "@" + h[1:].split("]")[0] for h in headers[1:]]
     assert steps == [
+        "host.prepare@prod-data-1", "host.prepare@prod-core-1", "host.prepare@prod-core-2",
+        "host.harden@prod-data-1", "host.harden@prod-core-1", "host.harden@prod-core-2",
         "env.sync@prod-data-1", "env.sync@prod-core-1", "env.sync@prod-core-2",
         "files.sync@prod-data-1", "files.sync@prod-core-1", "files.sync@prod-core-2",
         "data.up@prod-data-1", "replica.init@prod-data-1",
@@ -62,13 +66,17 @@ def test_prod_plan_runs_steps_per_role_in_order():
         "health@prod-data-1", "health@prod-core-1", "health@prod-core-2"]
 
 
-def test_sandbox_plan_wraps_commands_in_sudo_and_never_shows_secrets():
+def test_sandbox_plan_uses_sudo_only_for_host_steps_and_never_shows_secrets():
     lines = plan_lines("sandbox")
-    commands = [line for line in lines if "  $ " in line]
-    assert commands and all("$ sudo -n sh -c " in c for c in commands)
+    step = ""
+    for line in lines:
+        if line.startswith("[sandbox-1] ") and not line.startswith("[sandbox-1]   "):
+            step = line.split()[1].rstrip(":")
+        elif "  $ " in line:
+            assert ("$ sudo -n sh -c " in line) == step.startswith("host."), (step, line)
     uploads = [line for line in lines if "upload " in line and ".env.ec2 ->" in line]
     assert uploads == ["[sandbox-1]   upload " + str(shipped("sandbox").env_file) +
-                       " -> /opt/jafar/.env.ec2 (mode 0600, owner root; content not shown) "
+                       " -> /opt/jafar/.env.ec2 (mode 0600, owner deploy; content not shown) "
                        "if it differs, on stdin, via:"]
 
 

@@ -1,0 +1,101 @@
+"""Shell for host.prepare and host.harden: each piece checks first and acts only if needed.
+
+Every `ensure_*` returns a POSIX sh snippet that prints `CHANGED <what>` when it changed the
+host and nothing otherwise, and fails (non-zero) when it cannot reach the wanted state. A step
+joins its snippets with `set -eu` into one script: one round trip, idempotent by construction.
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+
+APT_ENV = "DEBIAN_FRONTEND=noninteractive"
+
+
+def script(*parts: str) -> str:
+    return "\n".join(["set -eu", *parts])
+
+
+def ensure_packages(packages: list[str]) -> str:
+    """apt-get install only what is missing (one apt-get update, only then)."""
+    names = " ".join(shlex.quote(p) for p in packages)
+    return "\n".join([
+        "missing=''",
+        f"for p in {names}; do",
+        "  dpkg-query -W -f='${Status}' \"$p\" 2>/dev/null | grep -q '^install ok installed$' "
+        "|| missing=\"$missing $p\"",
+        "done",
+        'if [ -n "$missing" ]; then',
+        f"  {APT_ENV} apt-get update -q >/dev/null",
+        f"  {APT_ENV} apt-get install -y -q --no-install-recommends $missing >/dev/null",
+        '  echo "CHANGED installed$missing"',
+        "fi",
+    ])
+
+
+def ensure_file(path: str, content: str, mode: str = "0644", owner: str = "root",
+                on_change: str = "", target: str | None = None) -> str:
+    """Write PATH when its content, mode or owner differ; then run `on_change`.
+    `target` is the path as a shell expression when it is only known on the host."""
+    data = base64.b64encode(content.encode()).decode()
+    q = target or shlex.quote(path)
+    want = shlex.quote(f"{int(mode, 8):o} {owner}")
+    lines = [
+        f"want=$(printf %s {data} | base64 -d | sha256sum | cut -d' ' -f1)",
+        f"have=$( [ -f {q} ] && sha256sum < {q} | cut -d' ' -f1 || echo none)",
+        f"meta=$( [ -f {q} ] && stat -c '%a %U' {q} || echo none)",
+        f"if [ \"$want\" != \"$have\" ] || [ \"$meta\" != {want} ]; then",
+        f"  mkdir -p \"$(dirname {q})\"",
+        f"  printf %s {data} | base64 -d > {q}.jafar-tmp",
+        f"  chmod {mode} {q}.jafar-tmp && chown {shlex.quote(owner)}: {q}.jafar-tmp",
+        f"  mv -f {q}.jafar-tmp {q}",
+        f"  echo {shlex.quote('CHANGED ' + path)}",
+    ]
+    if on_change:
+        lines.append(f"  {on_change}")
+    lines.append("fi")
+    return "\n".join(lines)
+
+
+def ensure_service(name: str) -> str:
+    """Enabled and running."""
+    q = shlex.quote(name)
+    return "\n".join([
+        f"if ! systemctl is-enabled --quiet {q} || ! systemctl is-active --quiet {q}; then",
+        f"  systemctl enable --now --quiet {q}",
+        f"  echo {shlex.quote('CHANGED started ' + name)}",
+        "fi",
+    ])
+
+
+def ensure_user(user: str, group: str, home_keys: str) -> str:
+    """A system login user in GROUP whose authorized_keys are exactly HOME_KEYS."""
+    q = shlex.quote(user)
+    return "\n".join([
+        f"if ! id -u {q} >/dev/null 2>&1; then",
+        f"  useradd --create-home --shell /bin/bash {q}",
+        f"  echo {shlex.quote('CHANGED created user ' + user)}",
+        "fi",
+        f"if ! id -nG {q} | tr ' ' '\\n' | grep -qx {shlex.quote(group)}; then",
+        f"  usermod -aG {shlex.quote(group)} {q}",
+        f"  echo {shlex.quote(f'CHANGED added {user} to {group}')}",
+        "fi",
+        f"home=$(getent passwd {q} | cut -d: -f6)",
+        f"install -d -m 0700 -o {q} -g {q} \"$home/.ssh\"",
+        ensure_file(f"~{user}/.ssh/authorized_keys", home_keys, "0600", user,
+                    target='"$home/.ssh/authorized_keys"'),
+    ])
+
+
+def ensure_dir(path: str, owner: str, mode: str = "0750") -> str:
+    q = shlex.quote(path)
+    want = shlex.quote(f"{int(mode, 8):o} {owner}")
+    return "\n".join([
+        f"if [ \"$(stat -c '%a %U' {q} 2>/dev/null || echo none)\" != {want} ]; then",
+        f"  install -d -m {mode} -o {shlex.quote(owner)} -g {shlex.quote(owner)} {q}",
+        f"  chown -R {shlex.quote(owner)}: {q}",
+        f"  echo {shlex.quote(f'CHANGED {path} owned by {owner}')}",
+        "fi",
+    ])
+

@@ -1,0 +1,334 @@
+"""host.prepare and host.harden: shape a fresh EC2 instance, idempotently, without lockout.
+
+Both connect as the AMI's sudo user (`host.admin_user`), run one script of check-then-act
+snippets (commands/host.py) and report what changed. host.harden validates the new sshd
+config with `sshd -t` before the reload, and afterwards opens a NEW connection as the deploy
+user: if that fails, it restores the previous config, reloads, and says so.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import paramiko
+
+from fabfile import ROOT
+from fabfile.commands import host as cmd
+from fabfile.config import Environment, Host
+from fabfile.errors import BadInput, StepFailed
+from fabfile.flow import Outcome, Step
+from fabfile.remote import Remote, become, open_connection
+
+HARDENING = ROOT / "config" / "hardening"
+SSHD_DROPIN = "/etc/ssh/sshd_config.d/10-jafar-hardening.conf"
+PLUGIN_PATH = "/usr/libexec/docker/cli-plugins/docker-compose"
+DATA_PORTS = ("27017:27019", "6379", "5432")
+BASE_PACKAGES = ["ca-certificates", "curl", "gnupg", "unattended-upgrades", "iproute2"]
+HARDEN_PACKAGES = ["fail2ban", "python3-systemd", "ufw", "iptables"]
+DOCKER_APT_KEY_FINGERPRINT = "9DC858229FC7DD38854AE2D88D81803C0EBFCD88"
+
+
+def operator_keys_text(env: Environment) -> str:
+    """The operators' public keys, comments dropped: the deploy user's authorized_keys."""
+    lines = []
+    for path in env.host_setup.operator_keys:
+        if path.is_file():
+            lines += [ln.strip() for ln in path.read_text().splitlines()
+                      if ln.strip() and not ln.lstrip().startswith("#")]
+    return "".join(f"{line}\n" for line in lines)
+
+
+def check_operator_keys(env: Environment) -> None:
+    """Before connecting: the keys exist, and ours is among them (else hardening locks us out)."""
+    setup = env.host_setup
+    if not setup.operator_keys:
+        raise BadInput(f"environment {env.name}: host.operator_keys is empty; list the public "
+                       "keys allowed to log in as the deploy user")
+    for path in setup.operator_keys:
+        if not path.is_file():
+            raise BadInput(f"operator key {path} does not exist; fix host.operator_keys of "
+                           f"{env.name}")
+    allowed = {line.split()[1] for line in operator_keys_text(env).splitlines()
+               if len(line.split()) > 1}
+    if not allowed:
+        raise BadInput(f"no public key in {', '.join(map(str, setup.operator_keys))}; add the "
+                       "operators' keys (one per line) before preparing hosts")
+    for h in env.hosts:
+        try:
+            ours = paramiko.PKey.from_path(h.ssh.key).get_base64()
+        except (OSError, paramiko.SSHException):
+            continue  # preflight reports a missing key file
+        if ours not in allowed:
+            raise BadInput(f"the key {h.ssh.key} of host {h.name} is not in host.operator_keys: "
+                           "after hardening nobody could log in with it; add its .pub")
+
+
+def daemon_json(env: Environment) -> str:
+    settings: dict[str, object] = {
+        "log-driver": "json-file",
+        "log-opts": {"max-size": "10m", "max-file": "5"},
+        "live-restore": True,
+        "userland-proxy": False,
+    }
+    if env.host_setup.insecure_registries:
+        settings["insecure-registries"] = list(env.host_setup.insecure_registries)
+    return json.dumps(settings, indent=2, sort_keys=True) + "\n"
+
+
+def docker_apt_repository() -> str:
+    """Docker's apt repository, its key checked against the published fingerprint."""
+    return "\n".join([
+        "if [ ! -s /etc/apt/keyrings/docker.asc ]; then",
+        "  install -m 0755 -d /etc/apt/keyrings",
+        "  . /etc/os-release",
+        '  curl -fsSL "https://download.docker.com/linux/$ID/gpg" -o /tmp/docker.asc',
+        "  fp=$(gpg --show-keys --with-colons /tmp/docker.asc | awk -F: '/^fpr/ {print $10; "
+        "exit}')",
+        f'  [ "$fp" = {DOCKER_APT_KEY_FINGERPRINT} ] || {{ echo "Docker apt key fingerprint '
+        '$fp is not the published one" >&2; exit 1; }',
+        "  install -m 0644 /tmp/docker.asc /etc/apt/keyrings/docker.asc",
+        "  echo 'CHANGED Docker apt key'",
+        "fi",
+        "if [ ! -s /etc/apt/sources.list.d/docker.list ]; then",
+        "  . /etc/os-release",
+        '  echo "deb [arch=$(dpkg --print-architecture) signed-by=/etc/apt/keyrings/docker.asc] '
+        'https://download.docker.com/linux/$ID $VERSION_CODENAME stable" '
+        "> /etc/apt/sources.list.d/docker.list",
+        "  echo 'CHANGED Docker apt repository'",
+        "fi",
+    ])
+
+
+def prepare_script(env: Environment, host: Host) -> str:
+    setup = env.host_setup
+    docker = (["docker.io"] if setup.docker_source == "debian" else
+              ["docker-ce", "docker-ce-cli", "containerd.io", "docker-compose-plugin"])
+    parts = [cmd.ensure_packages(BASE_PACKAGES + ([] if setup.shared_kernel else ["chrony"]))]
+    if setup.docker_source == "docker-apt":
+        parts.append(docker_apt_repository())
+    parts += [
+        cmd.ensure_packages(docker),
+        cmd.ensure_file("/etc/docker/daemon.json", daemon_json(env),
+                        on_change="systemctl restart docker"),
+        cmd.ensure_service("docker"),
+        cmd.ensure_file("/etc/apt/apt.conf.d/20auto-upgrades",
+                        (HARDENING / "auto-upgrades.conf").read_text()),
+        cmd.ensure_user(setup.deploy_user, "docker", operator_keys_text(env)),
+        cmd.ensure_dir(env.deploy_path, setup.deploy_user),
+    ]
+    if not setup.shared_kernel:
+        parts.append(cmd.ensure_service("chrony"))
+    return cmd.script(*parts)
+
+
+def plan_prepare(env: Environment, host: Host) -> list[str]:
+    lines = [f"$ {become(prepare_script(env, host))}"]
+    if env.host_setup.docker_source == "debian" and env.host_setup.compose_plugin:
+        lines.append(f"if `docker compose version` fails: upload {env.host_setup.compose_plugin}"
+                     f" -> {PLUGIN_PATH} (mode 0755) on stdin")
+    return lines
+
+
+def changes(output: str) -> list[str]:
+    return [line[len("CHANGED "):] for line in output.splitlines() if line.startswith("CHANGED ")]
+
+
+def apply_prepare(env: Environment, host: Host, remote: Remote) -> Outcome:
+    done = changes(remote.run(prepare_script(env, host), timeout=1800).stdout)
+    setup = env.host_setup
+    if remote.run("docker compose version --short", check=False).exited != 0:
+        if setup.docker_source != "debian" or setup.compose_plugin is None:
+            raise StepFailed(f"{host.name}: docker compose is missing after the install")
+        remote.run_with_input(f"install -D -m 0755 /dev/stdin {PLUGIN_PATH}",
+                              setup.compose_plugin.read_bytes())
+        done.append(f"Compose plugin uploaded to {PLUGIN_PATH}")
+    if not done:
+        return Outcome(False, "nothing to do: packages, Docker daemon settings, deploy user, "
+                              "deploy path and unattended upgrades already as wanted")
+    return Outcome(True, "; ".join(done))
+
+
+# --- harden ---------------------------------------------------------------------------------
+
+def sshd_config(env: Environment) -> str:
+    extra = "".join(f"{line}\n" for line in env.host_setup.sshd_extra)
+    return (HARDENING / "sshd.conf").read_text() + (
+        f"# site-specific (host.sshd_extra)\n{extra}" if extra else "")
+
+
+def sshd_script(env: Environment) -> str:
+    """Install the drop-in; `sshd -t` must accept it, else the previous one is put back."""
+    content = sshd_config(env)
+    return "\n".join([
+        "grep -Eq '^Include /etc/ssh/sshd_config.d/\\*.conf' /etc/ssh/sshd_config || "
+        "{ echo 'sshd_config does not include sshd_config.d/*.conf' >&2; exit 1; }",
+        "mkdir -p /run/sshd",
+        f"if [ -f {SSHD_DROPIN} ]; then cp -p {SSHD_DROPIN} {SSHD_DROPIN}.jafar-prev; "
+        f"else rm -f {SSHD_DROPIN}.jafar-prev; fi",
+        cmd.ensure_file(SSHD_DROPIN, content, "0644"),
+        "if ! err=$(sshd -t 2>&1); then",
+        f"  {restore_sshd_script()}",
+        '  echo "sshd -t rejected the new config, previous one restored: $err" >&2',
+        "  exit 3",
+        "fi",
+        "systemctl reload ssh",
+    ])
+
+
+def restore_sshd_script() -> str:
+    return (f"if [ -f {SSHD_DROPIN}.jafar-prev ]; then mv -f {SSHD_DROPIN}.jafar-prev "
+            f"{SSHD_DROPIN}; else rm -f {SSHD_DROPIN}; fi; systemctl reload ssh")
+
+
+def ufw_rules(env: Environment, host: Host) -> list[list[str]]:
+    setup = env.host_setup
+    rules = [["limit", "proto", "tcp", "from", setup.ssh_cidr, "to", "any", "port", "22"]]
+    if host.has("core"):
+        rules.append(["allow", "proto", "tcp", "from", "any", "to", "any", "port", "80,443"])
+    if host.has("data") and env.private_cidr:
+        for port in DATA_PORTS:
+            rules.append(["allow", "proto", "tcp", "from", env.private_cidr, "to", "any",
+                          "port", port])
+    return rules
+
+
+def docker_user_rules(env: Environment, host: Host) -> str:
+    """Docker publishes ports past ufw's INPUT chain: filter them in DOCKER-USER."""
+    lines = ["# BEGIN jafar DOCKER-USER (managed by inv host.harden)", "*filter",
+             ":DOCKER-USER - [0:0]", "-F DOCKER-USER",
+             "-A DOCKER-USER -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
+             "-A DOCKER-USER -i docker0 -j RETURN", "-A DOCKER-USER -i br-+ -j RETURN"]
+    if host.has("core"):
+        lines += [f"-A DOCKER-USER -p tcp -m conntrack --ctorigdstport {p} -j RETURN"
+                  for p in (80, 443)]
+    if host.has("data") and env.private_cidr:
+        lines += [f"-A DOCKER-USER -s {env.private_cidr} -p tcp -m conntrack --ctorigdstport "
+                  f"{p} -j RETURN" for p in DATA_PORTS]
+    lines += ["-A DOCKER-USER -j DROP", "COMMIT", "# END jafar DOCKER-USER"]
+    return "\n".join(lines) + "\n"
+
+
+def firewall_script(env: Environment, host: Host) -> str:
+    """ufw: deny incoming by default, the wanted rules only, DOCKER-USER from after.rules."""
+    wanted = "\n".join("ufw " + " ".join(r) for r in ufw_rules(env, host))
+    block = docker_user_rules(env, host)
+    return "\n".join([
+        "after=/etc/ufw/after.rules",
+        "sed '/^# BEGIN jafar DOCKER-USER/,/^# END jafar DOCKER-USER/d' $after > $after.base",
+        cmd.ensure_file("/etc/ufw/after.rules.jafar", block, "0640"),
+        "cat $after.base /etc/ufw/after.rules.jafar > $after.want && rm -f $after.base",
+        "if ! cmp -s $after.want $after; then mv -f $after.want $after; "
+        "echo 'CHANGED /etc/ufw/after.rules (DOCKER-USER)'; reload=1; "
+        "else rm -f $after.want; reload=0; fi",
+        f"wanted=$(cat <<'RULES'\n{wanted}\nRULES\n)",
+        "have=$(ufw show added | sed 1d)",
+        'if [ "$have" != "$wanted" ]; then',
+        "  ufw show added | sed 1d | sed 's/^ufw //' | while read -r rule; do "
+        "eval \"ufw --force delete $rule\" >/dev/null; done",
+        '  printf "%s\\n" "$wanted" | while read -r rule; do eval "$rule" >/dev/null; done',
+        "  echo 'CHANGED ufw rules'",
+        "fi",
+        "if ! ufw status verbose | grep -q 'Default: deny (incoming), allow (outgoing)'; then",
+        "  ufw default deny incoming >/dev/null && ufw default allow outgoing >/dev/null",
+        "  echo 'CHANGED ufw defaults'",
+        "fi",
+        "if ! ufw status | grep -q '^Status: active'; then",
+        "  ufw --force enable >/dev/null && echo 'CHANGED ufw enabled'",
+        "elif [ $reload = 1 ]; then ufw reload >/dev/null; fi",
+    ])
+
+
+def harden_script(env: Environment, host: Host) -> str:
+    setup = env.host_setup
+    parts = [
+        cmd.ensure_packages(HARDEN_PACKAGES + ([] if setup.shared_kernel else ["auditd"])),
+        cmd.ensure_file("/etc/fail2ban/jail.d/jafar.conf",
+                        (HARDENING / "fail2ban-sshd.conf").read_text(),
+                        on_change="systemctl restart fail2ban"),
+        cmd.ensure_service("fail2ban"),
+        cmd.ensure_file("/etc/sysctl.d/90-jafar-network.conf",
+                        (HARDENING / "sysctl.conf").read_text(),
+                        on_change="sysctl -q -p /etc/sysctl.d/90-jafar-network.conf"),
+    ]
+    if not setup.shared_kernel:
+        parts += [
+            cmd.ensure_file("/etc/sysctl.d/91-jafar-kernel.conf",
+                            (HARDENING / "sysctl-kernel.conf").read_text(),
+                            on_change="sysctl -q -p /etc/sysctl.d/91-jafar-kernel.conf"),
+            cmd.ensure_file("/etc/audit/rules.d/jafar.rules", audit_rules(env), "0640",
+                            on_change="augenrules --load >/dev/null"),
+            cmd.ensure_service("auditd"),
+        ]
+    parts.append(firewall_script(env, host))
+    return cmd.script(*parts)
+
+
+def audit_rules(env: Environment) -> str:
+    watched = ["/usr/bin/docker", "/usr/bin/dockerd", "/usr/bin/containerd", "/etc/docker",
+               "/var/lib/docker", "/lib/systemd/system/docker.service",
+               "/lib/systemd/system/docker.socket", "/etc/default/docker", "/run/docker.sock",
+               "/etc/containerd/config.toml"]
+    lines = ["## jafar: audit Docker, its socket and the deploy path (inv host.harden)",
+             "-c"]  # continue past a path this distribution does not have
+    lines += [f"-w {p} -p rwxa -k docker" for p in watched]
+    lines.append(f"-w {env.deploy_path} -p wa -k jafar-deploy")
+    return "\n".join(lines) + "\n"
+
+
+def plan_harden(env: Environment, host: Host) -> list[str]:
+    return [f"$ {become(cmd.script(sshd_script(env)))}",
+            f"then a NEW connection as {env.host_setup.deploy_user}@{host.ssh.address}; "
+            f"if it fails: $ {become(restore_sshd_script())}",
+            f"$ {become(harden_script(env, host))}",
+            f"then a NEW connection as {env.host_setup.deploy_user} again; if it fails: "
+            "$ sudo -n ufw disable"]
+
+
+def can_log_in_as_deploy(env: Environment, host: Host) -> str | None:
+    """None when a brand-new connection as the deploy user works, else why not."""
+    deploy = replace(host, ssh=replace(host.ssh, user=env.host_setup.deploy_user),
+                     become=False)
+    try:
+        conn = open_connection(env, deploy)
+    except StepFailed as exc:
+        return str(exc)
+    try:
+        result = conn.run("true", hide=True, warn=True, timeout=env.connect_timeout)
+        return None if result.exited == 0 else f"`true` exited {result.exited}"
+    finally:
+        conn.close()
+
+
+def apply_harden(env: Environment, host: Host, remote: Remote) -> Outcome:
+    done = changes(remote.run(cmd.script(sshd_script(env))).stdout)
+    if done:
+        why = can_log_in_as_deploy(env, host)
+        if why is not None:
+            remote.run(restore_sshd_script())
+            raise StepFailed(f"{host.name}: after the sshd change a new connection as "
+                             f"{env.host_setup.deploy_user} failed ({why}); restored the "
+                             "previous sshd config and reloaded: the host stays reachable")
+    firewall = changes(remote.run(harden_script(env, host), timeout=1200).stdout)
+    if firewall:
+        why = can_log_in_as_deploy(env, host)
+        if why is not None:
+            remote.run("ufw disable")
+            raise StepFailed(f"{host.name}: after the firewall change a new connection as "
+                             f"{env.host_setup.deploy_user} failed ({why}); disabled ufw: "
+                             "check host.ssh_cidr")
+    done += firewall
+    if not done:
+        return Outcome(False, "nothing to do: sshd, fail2ban, sysctl, firewall"
+                              f"{'' if env.host_setup.shared_kernel else ', auditd'} already "
+                              "hardened")
+    return Outcome(True, "; ".join(done))
+
+
+HOST_PREPARE = Step("host.prepare", ("data", "core"),
+                    "Docker Engine + Compose, deploy user, daemon settings, security upgrades",
+                    plan_prepare, apply_prepare, admin=True)
+HOST_HARDEN = Step("host.harden", ("data", "core"),
+                   "sshd (validated, lockout-safe), fail2ban, ufw + DOCKER-USER, sysctl, auditd",
+                   plan_harden, apply_harden, admin=True)
+

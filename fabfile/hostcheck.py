@@ -1,0 +1,185 @@
+"""host.check: read-only audit of every control that host.prepare and host.harden set.
+
+One remote command gathers the facts (sshd -T, fail2ban, ufw, DOCKER-USER, listeners, Docker
+daemon, sysctl, apt); pure functions compare them with what the config wants. Each control is
+PASS or FAIL with what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shlex
+from dataclasses import asdict, dataclass
+
+from fabfile.config import Environment, Host
+from fabfile.host import HARDENING, sshd_config, ufw_rules
+
+SECTIONS = ("sshd", "fail2ban", "ufw", "ufw-added", "docker-user", "listen", "daemon", "sysctl",
+            "apt")
+
+
+@dataclass
+class Control:
+    host: str
+    control: str
+    expected: str
+    actual: str
+    ok: bool
+
+
+def wanted_sysctls(env: Environment) -> dict[str, str]:
+    files = ["sysctl.conf"] + ([] if env.host_setup.shared_kernel else ["sysctl-kernel.conf"])
+    wanted = {}
+    for name in files:
+        for line in (HARDENING / name).read_text().splitlines():
+            if "=" in line and not line.lstrip().startswith("#"):
+                key, value = (p.strip() for p in line.split("=", 1))
+                wanted[key] = value
+    return wanted
+
+
+def wanted_sshd(env: Environment) -> dict[str, str]:
+    """sshd -T prints lowercase keywords; lists stay as written."""
+    wanted = {}
+    for line in sshd_config(env).splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, value = line.split(None, 1)
+            wanted.setdefault(key.lower(), value.strip())
+    # sshd -T spells these differently from sshd_config
+    wanted.pop("authenticationmethods", None)
+    return wanted
+
+
+def probe(env: Environment) -> str:
+    keys = " ".join(shlex.quote(k) for k in wanted_sysctls(env))
+    sections = {
+        "sshd": "sshd -T 2>&1",
+        "fail2ban": "fail2ban-client status sshd 2>&1; echo rc=$?",
+        "ufw": "ufw status verbose 2>&1",
+        "ufw-added": "ufw show added 2>&1 | sed 1d",
+        "docker-user": "iptables -S DOCKER-USER 2>&1",
+        "listen": "ss -Hltn 2>&1",
+        "daemon": "cat /etc/docker/daemon.json 2>&1; echo; "
+                  "docker info --format 'live-restore={{.LiveRestoreEnabled}} "
+                  "logging={{.LoggingDriver}}' 2>&1",
+        "sysctl": f"for k in {keys}; do printf '%s = %s\\n' \"$k\" \"$(sysctl -n \"$k\" "
+                  "2>&1)\"; done",
+        "apt": "apt-config dump APT::Periodic 2>&1; dpkg-query -W -f='${Status}\\n' "
+               "unattended-upgrades 2>&1",
+    }
+    return "\n".join(f"echo '=== {name}'; {command}" for name, command in sections.items())
+
+
+def split_sections(output: str) -> dict[str, str]:
+    found: dict[str, list[str]] = {}
+    current = None
+    for line in output.splitlines():
+        if line.startswith("=== ") and line[4:] in SECTIONS:
+            current = line[4:]
+            found[current] = []
+        elif current:
+            found[current].append(line)
+    return {k: "\n".join(v) for k, v in found.items()}
+
+
+def allowed_ports(env: Environment, host: Host) -> set[int]:
+    ports = {22}
+    if host.has("core"):
+        ports |= {80, 443}
+    if host.has("data") and env.topology == "split":
+        ports |= {27017, 27018, 27019, 6379, 5432}
+    return ports
+
+
+def public_listeners(ss_output: str) -> list[tuple[str, int]]:
+    """(address, port) of TCP listeners not bound to loopback."""
+    found = []
+    for line in ss_output.splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        address, _, port = fields[3].rpartition(":")
+        address = address.strip("[]").split("%")[0]
+        if address in ("*", "0.0.0.0", "::"):
+            found.append((address, int(port)))
+            continue
+        try:
+            if not ipaddress.ip_address(address).is_loopback:
+                found.append((address, int(port)))
+        except ValueError:
+            continue
+    return found
+
+
+def evaluate(env: Environment, host: Host, output: str) -> list[Control]:
+    s = split_sections(output)
+    out: list[Control] = []
+
+    def add(control: str, expected: str, actual: str, ok: bool) -> None:
+        out.append(Control(host.name, control, expected, actual, ok))
+
+    sshd = {}
+    for line in s.get("sshd", "").splitlines():
+        if " " in line:
+            k, v = line.split(" ", 1)
+            sshd[k] = v
+    for key, value in wanted_sshd(env).items():
+        actual = sshd.get(key, "missing")
+        add(f"sshd {key}", value, actual, actual.lower() == value.lower())
+    f2b = s.get("fail2ban", "")
+    add("fail2ban sshd jail active", "jail running", "rc=0" if "rc=0" in f2b else
+        (f2b.strip().splitlines() or ["no output"])[0], "rc=0" in f2b)
+    ufw = s.get("ufw", "")
+    add("ufw active", "Status: active", (ufw.splitlines() or ["none"])[0],
+        "Status: active" in ufw)
+    add("ufw default policy", "deny (incoming), allow (outgoing)",
+        next((ln.split(": ", 1)[1] for ln in ufw.splitlines() if ln.startswith("Default:")),
+             "none"), "Default: deny (incoming), allow (outgoing)" in ufw)
+    added = {ln.strip() for ln in s.get("ufw-added", "").splitlines() if ln.strip()}
+    wanted = {"ufw " + " ".join(r) for r in ufw_rules(env, host)}
+    add("ufw rules", "; ".join(sorted(wanted)), "; ".join(sorted(added)) or "none",
+        added == wanted)
+    docker_user = s.get("docker-user", "")
+    add("DOCKER-USER filters published ports", "-A DOCKER-USER -j DROP",
+        "present" if "-A DOCKER-USER -j DROP" in docker_user else "missing",
+        "-A DOCKER-USER -j DROP" in docker_user)
+    listeners = public_listeners(s.get("listen", ""))
+    allowed = allowed_ports(env, host)
+    extra = sorted({f"{a}:{p}" for a, p in listeners if p not in allowed})
+    add("only expected ports listen publicly", ",".join(map(str, sorted(allowed))),
+        ", ".join(extra) or "ok", not extra)
+    daemon = s.get("daemon", "")
+    for needle, label in (('"live-restore": true', "live-restore"),
+                          ('"userland-proxy": false', "userland-proxy off"),
+                          ('"max-size": "10m"', "log rotation"),
+                          ("live-restore=true", "live-restore in effect"),
+                          ("logging=json-file", "json-file logging in effect")):
+        add(f"docker {label}", needle, "yes" if needle in daemon else "no", needle in daemon)
+    got = {}
+    for line in s.get("sysctl", "").splitlines():
+        if " = " in line:
+            k, v = line.split(" = ", 1)
+            got[k] = v.strip()
+    for key, value in wanted_sysctls(env).items():
+        actual = got.get(key, "missing")
+        add(f"sysctl {key}", value, actual, actual == value)
+    apt = s.get("apt", "")
+    on = 'APT::Periodic::Unattended-Upgrade "1";' in apt and "install ok installed" in apt
+    add("unattended upgrades", 'Unattended-Upgrade "1" + package', "on" if on else "off", on)
+    return out
+
+
+def table(controls: list[Control]) -> list[str]:
+    heads = ("HOST", "CONTROL", "RESULT", "EXPECTED", "ACTUAL")
+    rows = [(c.host, c.control, "PASS" if c.ok else "FAIL", c.expected[:60], c.actual[:60])
+            for c in controls]
+    widths = [max(len(r[i]) for r in [heads, *rows]) for i in range(len(heads) - 1)]
+    return ["  ".join(f"{v:<{w}}" for v, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+            for r in [heads, *rows]]
+
+
+def as_json(controls: list[Control]) -> str:
+    return json.dumps({"passed": all(c.ok for c in controls),
+                       "controls": [asdict(c) for c in controls]}, indent=2)
+
