@@ -22,6 +22,7 @@ from fabfile.remote import Remote, become, open_connection
 
 HARDENING = ROOT / "config" / "hardening"
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/10-jafar-hardening.conf"
+SYSCTL_NETWORK = "/etc/sysctl.d/90-jafar-network.conf"
 PLUGIN_PATH = "/usr/libexec/docker/cli-plugins/docker-compose"
 DATA_PORTS = ("27017:27019", "6379", "5432")
 BASE_PACKAGES = ["ca-certificates", "curl", "gnupg", "unattended-upgrades", "iproute2"]
@@ -181,15 +182,15 @@ def restore_sshd_script() -> str:
             f"{SSHD_DROPIN}; else rm -f {SSHD_DROPIN}; fi; systemctl reload ssh")
 
 
-def ufw_rules(env: Environment, host: Host) -> list[list[str]]:
-    setup = env.host_setup
-    rules = [["limit", "proto", "tcp", "from", setup.ssh_cidr, "to", "any", "port", "22"]]
+def ufw_rules(env: Environment, host: Host) -> list[str]:
+    """The wanted rules, written as `ufw show added` prints them (so they compare equal)."""
+    cidr = env.host_setup.ssh_cidr
+    rules = ["limit 22/tcp" if cidr in ("0.0.0.0/0", "::/0") else
+             f"limit from {cidr} to any port 22 proto tcp"]
     if host.has("core"):
-        rules.append(["allow", "proto", "tcp", "from", "any", "to", "any", "port", "80,443"])
+        rules.append("allow 80,443/tcp")
     if host.has("data") and env.private_cidr:
-        for port in DATA_PORTS:
-            rules.append(["allow", "proto", "tcp", "from", env.private_cidr, "to", "any",
-                          "port", port])
+        rules += [f"allow from {env.private_cidr} to any port {p} proto tcp" for p in DATA_PORTS]
     return rules
 
 
@@ -211,7 +212,7 @@ def docker_user_rules(env: Environment, host: Host) -> str:
 
 def firewall_script(env: Environment, host: Host) -> str:
     """ufw: deny incoming by default, the wanted rules only, DOCKER-USER from after.rules."""
-    wanted = "\n".join("ufw " + " ".join(r) for r in ufw_rules(env, host))
+    wanted = "\n".join(f"ufw {r}" for r in ufw_rules(env, host))
     block = docker_user_rules(env, host)
     return "\n".join([
         "after=/etc/ufw/after.rules",
@@ -221,10 +222,15 @@ def firewall_script(env: Environment, host: Host) -> str:
         "if ! cmp -s $after.want $after; then mv -f $after.want $after; "
         "echo 'CHANGED /etc/ufw/after.rules (DOCKER-USER)'; reload=1; "
         "else rm -f $after.want; reload=0; fi",
+        # ufw applies its own sysctl file on every start (log_martians=0): point it at ours
+        f"if ! grep -qx 'IPT_SYSCTL={SYSCTL_NETWORK}' /etc/default/ufw; then",
+        f"  sed -i 's|^IPT_SYSCTL=.*|IPT_SYSCTL={SYSCTL_NETWORK}|' /etc/default/ufw",
+        "  echo 'CHANGED /etc/default/ufw (IPT_SYSCTL)'; reload=1",
+        "fi",
         f"wanted=$(cat <<'RULES'\n{wanted}\nRULES\n)",
-        "have=$(ufw show added | sed 1d)",
+        "have=$(ufw show added | grep '^ufw ' || true)",
         'if [ "$have" != "$wanted" ]; then',
-        "  ufw show added | sed 1d | sed 's/^ufw //' | while read -r rule; do "
+        "  printf '%s\\n' \"$have\" | sed -n 's/^ufw //p' | while read -r rule; do "
         "eval \"ufw --force delete $rule\" >/dev/null; done",
         '  printf "%s\\n" "$wanted" | while read -r rule; do eval "$rule" >/dev/null; done',
         "  echo 'CHANGED ufw rules'",
@@ -247,9 +253,8 @@ def harden_script(env: Environment, host: Host) -> str:
                         (HARDENING / "fail2ban-sshd.conf").read_text(),
                         on_change="systemctl restart fail2ban"),
         cmd.ensure_service("fail2ban"),
-        cmd.ensure_file("/etc/sysctl.d/90-jafar-network.conf",
-                        (HARDENING / "sysctl.conf").read_text(),
-                        on_change="sysctl -q -p /etc/sysctl.d/90-jafar-network.conf"),
+        cmd.ensure_file(SYSCTL_NETWORK, (HARDENING / "sysctl.conf").read_text(),
+                        on_change=f"sysctl -q -p {SYSCTL_NETWORK}"),
     ]
     if not setup.shared_kernel:
         parts += [

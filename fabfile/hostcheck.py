@@ -137,7 +137,7 @@ def evaluate(env: Environment, host: Host, output: str) -> list[Control]:
         next((ln.split(": ", 1)[1] for ln in ufw.splitlines() if ln.startswith("Default:")),
              "none"), "Default: deny (incoming), allow (outgoing)" in ufw)
     added = {ln.strip() for ln in s.get("ufw-added", "").splitlines() if ln.strip()}
-    wanted = {"ufw " + " ".join(r) for r in ufw_rules(env, host)}
+    wanted = {f"ufw {r}" for r in ufw_rules(env, host)}
     add("ufw rules", "; ".join(sorted(wanted)), "; ".join(sorted(added)) or "none",
         added == wanted)
     docker_user = s.get("docker-user", "")

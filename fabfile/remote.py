@@ -182,8 +182,10 @@ class Remote:
 
     def failure(self, result: Result) -> str:
         detail = (result.stderr.strip() or result.stdout.strip()).splitlines()[-5:]
+        lines = result.command.splitlines()
+        shown = lines[0] if len(lines) == 1 else f"(a script of {len(lines)} lines)"
         return self.printer.mask(
-            f"{self.host.name}: exit {result.exited}: {result.command}"
+            f"{self.host.name}: exit {result.exited}: {shown}"
             + ("\n  " + "\n  ".join(detail) if detail else ""))
 
     def run_with_input(self, command: str, data: bytes, *, timeout: int | None = None) -> Result:
