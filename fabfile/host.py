@@ -9,6 +9,7 @@ user: if that fails, it restores the previous config, reloads, and says so.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 
 import paramiko
@@ -184,9 +185,11 @@ def restore_sshd_script() -> str:
 
 def ufw_rules(env: Environment, host: Host) -> list[str]:
     """The wanted rules, written as `ufw show added` prints them (so they compare equal)."""
+    # `allow`, not `limit`: ufw's limit refuses a 7th connection within 30 s from one address,
+    # which a deploy's own connections reach; brute force is fail2ban's job (sshd jail).
     cidr = env.host_setup.ssh_cidr
-    rules = ["limit 22/tcp" if cidr in ("0.0.0.0/0", "::/0") else
-             f"limit from {cidr} to any port 22 proto tcp"]
+    rules = ["allow 22/tcp" if cidr in ("0.0.0.0/0", "::/0") else
+             f"allow from {cidr} to any port 22 proto tcp"]
     if host.has("core"):
         rules.append("allow 80,443/tcp")
     if host.has("data") and env.private_cidr:
@@ -290,14 +293,21 @@ def plan_harden(env: Environment, host: Host) -> list[str]:
             "$ sudo -n ufw disable"]
 
 
-def can_log_in_as_deploy(env: Environment, host: Host) -> str | None:
-    """None when a brand-new connection as the deploy user works, else why not."""
+def can_log_in_as_deploy(env: Environment, host: Host, attempts: int = 5) -> str | None:
+    """None when a brand-new connection as the deploy user works, else why not. sshd re-execs
+    on reload, so a refused or reset connection is tried again (bounded); a refused login
+    is final."""
     deploy = replace(host, ssh=replace(host.ssh, user=env.host_setup.deploy_user),
                      become=False)
-    try:
-        conn = open_connection(env, deploy)
-    except StepFailed as exc:
-        return str(exc)
+    for attempt in range(attempts):
+        try:
+            conn = open_connection(env, deploy)
+            break
+        except StepFailed as exc:
+            transient = any(t in str(exc) for t in ("banner", "reset", "refused", "reach"))
+            if not transient or attempt == attempts - 1:
+                return str(exc)
+            time.sleep(1)
     try:
         result = conn.run("true", hide=True, warn=True, timeout=env.connect_timeout)
         return None if result.exited == 0 else f"`true` exited {result.exited}"

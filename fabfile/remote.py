@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import shlex
 import socket
 import sys
@@ -26,6 +27,10 @@ from fabfile.config import Endpoint, Environment, Host
 from fabfile.errors import BadInput, StepFailed
 
 MASK = "********"
+
+# paramiko's transport thread logs connection errors with tracebacks to stderr; the suite
+# reports them itself, in one line
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 class Masker:

@@ -9,25 +9,17 @@ Resets the sandbox on this machine (its volumes and generated secrets are discar
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 import requests
 
 from tests.conftest import ROOT, run_inv
+from tests.e2e.sandbox_helpers import HOST, inner
 
-HOST = "jafar-sandbox-1"
 HTTPS = "https://127.0.0.1:8443"
 CA = ROOT / ".sandbox" / "tls" / "tls.crt"
 DEPENDENTS_OF_REDIS = {"auth-service", "api-service", "transaction-service",
                        "notification-service", "risk-service"}
-
-
-def inner(*argv: str, timeout: int = 60) -> str:
-    """Run a docker command on the test host's own daemon."""
-    proc = subprocess.run(["docker", "exec", HOST, "docker", *argv], capture_output=True,
-                          text=True, timeout=timeout, check=True)
-    return proc.stdout
 
 
 def containers() -> dict[str, str]:
@@ -57,6 +49,8 @@ def test_sandbox_up_twice_gives_one_sandbox(deployed):
 
 def test_fresh_deploy_brings_everything_up(deployed):
     out = deployed.stdout
+    assert "[jafar-sandbox-1] host.prepare: " in out and "created user deploy" in out
+    assert "[jafar-sandbox-1] host.harden: " in out and "ufw enabled" in out
     assert "[jafar-sandbox-1] env.sync: uploaded /opt/jafar/.env.ec2 (0600)" in out
     assert "[jafar-sandbox-1] data.up: jafar-data: created or restarted" in out
     assert "[jafar-sandbox-1] replica.init: replica set rs0 initiated" in out
@@ -96,7 +90,8 @@ def test_second_deploy_changes_nothing(deployed):
     before = containers()
     second = run_inv("deploy", "--host", "sandbox", timeout=900)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr
-    for step in ("env.sync", "files.sync", "data.up", "replica.init", "core.up"):
+    for step in ("host.prepare", "host.harden", "env.sync", "files.sync", "data.up",
+                 "replica.init", "core.up"):
         assert f"[{HOST}] {step}: nothing to do" in second.stdout, step
     assert containers() == before
 
