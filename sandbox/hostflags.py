@@ -1,6 +1,6 @@
 """How to run a sandbox test host (image ``jafar-sandbox/host``) so that systemd boots in it.
 
-The host image behaves like a fresh EC2 instance: systemd as PID 1, sshd, sudo, Docker Engine,
+The host image behaves like a fresh EC2 instance: systemd as PID 1, sshd, sudo,
 an ``admin`` user with passwordless sudo (like ``ubuntu`` on an Ubuntu AMI). Nothing of what
 the deploy suite does is pre-done in it.
 
@@ -13,9 +13,6 @@ Run-time inputs (nothing of them is baked into the image):
     ``/home/admin/.ssh/authorized_keys`` (0600, owned by admin) by the unit
     ``sandbox-authorized-keys.service``, before sshd starts. To re-apply after changing it:
     ``docker exec HOST sandbox-authorized-keys --force``.
-  - ``docker.env`` (optional): an environment file for the inner ``docker.service``, e.g.
-    ``DOCKER_OPTS=--insecure-registry=registry:5000`` so the host can pull from the sandbox
-    registry that stands in for ECR.
 
 * sshd host keys are generated at first boot (``sandbox-ssh-hostkeys.service``), so every host
   has its own key; read it with ``docker exec HOST cat /etc/ssh/ssh_host_ed25519_key.pub``.
