@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from invoke import Collection, Context, task
 from invoke.exceptions import Exit
@@ -17,9 +17,9 @@ from invoke.exceptions import Exit
 from fabfile import envfile, hostcheck
 from fabfile import health as health_mod
 from fabfile import local_sandbox as sandbox
-from fabfile.config import Environment, load_environment
+from fabfile.config import Environment, Host, load_environment
 from fabfile.errors import BadInput, StepFailed
-from fabfile.flow import Step, print_plan, remotes, run_steps, select, summary
+from fabfile.flow import Pool, Step, print_plan, remotes, run_steps, select, summary
 from fabfile.host import HOST_HARDEN, HOST_PREPARE, check_operator_keys
 from fabfile.remote import Masker, Printer, preflight
 from fabfile.replica import REPLICA_INIT
@@ -34,6 +34,7 @@ STEPS = {s.name: s for s in FLOW}
 MUTATING = {"host.prepare", "host.harden", "env.sync", "files.sync", "data.up", "replica.init",
             "core.up"}
 
+T = TypeVar("T")
 HOST_HELP = "environment name from config/environments.yml, or user@address[:port]"
 DRY_HELP = "print, per host, the exact commands and uploads; connect to nothing"
 YES_HELP = "do not ask for confirmation on a protected environment (prod)"
@@ -49,6 +50,15 @@ class Session:
         self.env: Environment = load_environment(target)
         self.masker = Masker(envfile.secret_values(self.env.env_file))
         self.printer = Printer(self.masker)
+
+    def gather(self, per_host: Callable[[Host, Pool], list[T]]) -> list[T]:
+        """A read-only report: what `per_host` finds on every host, one connection each."""
+        preflight(self.env)
+        found: list[T] = []
+        with remotes(self.env, self.printer) as pool:
+            for h in self.env.hosts:
+                found += per_host(h, pool)
+        return found
 
 
 def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -144,12 +154,7 @@ def deploy(c: Context, host: str | None = None, dry_run: bool = False, from_: st
 def health(c: Context, host: str | None = None, json: bool = False) -> None:
     """Show docker compose ps and /health of every service; exit 1 if anything is unhealthy."""
     session = Session(host)
-    env = session.env
-    preflight(env)
-    checks = []
-    with remotes(env, session.printer) as pool:
-        for h in env.hosts:
-            checks += health_mod.check_host(env, h, pool[h.name])
+    checks = session.gather(lambda h, pool: health_mod.check_host(session.env, h, pool.get(h)))
     text = health_mod.as_json(checks) if json else "\n".join(health_mod.table(checks))
     print(session.masker(text))
     bad = sorted({c.service for c in checks if not c.healthy})
@@ -165,12 +170,8 @@ def host_check(c: Context, host: str | None = None, json: bool = False) -> None:
     read-only; exit 1 if any control fails."""
     session = Session(host)
     env = session.env
-    preflight(env)
-    controls = []
-    with remotes(env, session.printer) as pool:
-        for h in env.hosts:
-            out = pool.get(h, admin=True).run(hostcheck.probe(env), check=False).stdout
-            controls += hostcheck.evaluate(env, h, out)
+    controls = session.gather(lambda h, pool: hostcheck.evaluate(
+        env, h, pool.get(h, admin=True).run(hostcheck.probe(env), check=False).stdout))
     print(session.masker(hostcheck.as_json(controls) if json else
                          "\n".join(hostcheck.table(controls))))
     failed = [f"{c.host}: {c.control}" for c in controls if not c.ok]

@@ -130,13 +130,6 @@ class Environment:
     def data_host(self) -> Host:
         return self.hosts_with("data")[0]
 
-    def host(self, name: str) -> Host:
-        for h in self.hosts:
-            if h.name == name:
-                return h
-        raise BadInput(f"environment {self.name} has no host {name!r}; "
-                       f"its hosts are: {', '.join(h.name for h in self.hosts)}")
-
 
 class _Checker:
     """Reads one YAML mapping and reports the first problem as file: key: message."""

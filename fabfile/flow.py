@@ -102,8 +102,9 @@ class Pool:
             self._remotes[key] = Remote(self.env, target, self.printer)
         return self._remotes[key]
 
-    def __getitem__(self, name: str) -> Remote:
-        return self.get(self.env.host(name))
+    @property
+    def connections(self) -> int:
+        return len(self._remotes)
 
     @property
     def round_trips(self) -> int:
@@ -145,6 +146,8 @@ def run_steps(env: Environment, steps: list[Step], printer: Printer) -> list[Row
                 rows.append(Row(step.name, host.name, "changed" if outcome.changed else "ok",
                                 outcome.message))
                 remote.say(f"{step.name}: {outcome.message}")
+        printer.line("", f"{pool.round_trips} SSH round trips on {pool.connections} "
+                         f"connection(s)")
     return rows
 
 

@@ -104,10 +104,14 @@ def plan_files(env: Environment, host: Host) -> list[str]:
     ]
 
 
+def differing(items: list[Item], host: Host, remote: Remote) -> list[Item]:
+    """One round trip: which of the items the host does not have as wanted."""
+    return stale(items, remote.run(cmd.state([i.remote for i in items])).stdout, owner(host))
+
+
 def apply_files(env: Environment, host: Host, remote: Remote) -> Outcome:
     items = bundle_items(env)
-    state = remote.run(cmd.state([i.remote for i in items]))
-    changed = stale(items, state.stdout, owner(host))
+    changed = differing(items, host, remote)
     if not changed:
         return Outcome(False, f"nothing to do: {len(items)} files already up to date "
                               f"in {env.deploy_path}")
@@ -141,13 +145,12 @@ def check_local_secrets(env: Environment) -> None:
     for item in secret_items(env)[1:]:
         if not item.local.is_file():
             raise BadInput(f"TLS file {item.local} does not exist; put the gateway's "
-                                   f"tls.crt and tls.key in {env.tls_dir}")
+                           f"tls.crt and tls.key in {env.tls_dir}")
 
 
 def apply_env(env: Environment, host: Host, remote: Remote) -> Outcome:
     items = secret_items(env)
-    state = remote.run(cmd.state([i.remote for i in items]))
-    changed = stale(items, state.stdout, owner(host))
+    changed = differing(items, host, remote)
     if not changed:
         return Outcome(False, f"nothing to do: {', '.join(shlex.quote(i.remote) for i in items)}"
                               " unchanged (same sha256, mode and owner)")
