@@ -16,7 +16,7 @@ from fabfile.config import Environment, Host
 from fabfile.host import HARDENING, sshd_config, ufw_rules
 
 SECTIONS = ("sshd", "fail2ban", "ufw", "ufw-added", "docker-user", "listen", "daemon", "sysctl",
-            "apt")
+            "apt", "kernel")
 
 
 @dataclass
@@ -68,6 +68,9 @@ def probe(env: Environment) -> str:
         "apt": "apt-config dump APT::Periodic 2>&1; dpkg-query -W -f='${Status}\\n' "
                "unattended-upgrades 2>&1",
     }
+    if not env.host_setup.shared_kernel:
+        sections["kernel"] = ("echo chrony=$(systemctl is-active chrony 2>&1); "
+                              "echo audit-rules=$(auditctl -l 2>/dev/null | grep -c 'key=docker')")
     return "\n".join(f"echo '=== {name}'; {command}" for name, command in sections.items())
 
 
@@ -167,6 +170,13 @@ def evaluate(env: Environment, host: Host, output: str) -> list[Control]:
     apt = s.get("apt", "")
     on = 'APT::Periodic::Unattended-Upgrade "1";' in apt and "install ok installed" in apt
     add("unattended upgrades", 'Unattended-Upgrade "1" + package', "on" if on else "off", on)
+    if not env.host_setup.shared_kernel:
+        kernel = dict(line.split("=", 1) for line in s.get("kernel", "").splitlines()
+                      if "=" in line)
+        add("time sync (chrony)", "active", kernel.get("chrony", "missing"),
+            kernel.get("chrony") == "active")
+        rules = kernel.get("audit-rules", "0")
+        add("auditd rules for Docker loaded", ">= 1", rules, rules.isdigit() and int(rules) > 0)
     return out
 
 

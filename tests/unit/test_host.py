@@ -137,3 +137,13 @@ def test_public_listeners_ignore_loopback():
     ss = ("LISTEN 0 4096 127.0.0.1:35423 0.0.0.0:*\nLISTEN 0 128 [::]:22 [::]:*\n"
           "LISTEN 0 4096 10.0.2.10:5432 0.0.0.0:*\nLISTEN 0 5 [::1]:631 [::]:*\n")
     assert hostcheck.public_listeners(ss) == [("::", 22), ("10.0.2.10", 5432)]
+
+
+def test_ec2_hosts_also_check_time_sync_and_audit_rules():
+    env = shipped("sandbox")
+    ec2 = replace(env, host_setup=replace(env.host_setup, shared_kernel=False))
+    assert "auditctl -l" in hostcheck.probe(ec2) and "auditctl" not in hostcheck.probe(env)
+    kernel = "\n=== kernel\nchrony=active\naudit-rules=0\n"
+    failed = [c.control for c in hostcheck.evaluate(ec2, ec2.hosts[0], SAMPLE + kernel)
+              if not c.ok]
+    assert "auditd rules for Docker loaded" in failed and "time sync (chrony)" not in failed
