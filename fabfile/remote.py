@@ -21,7 +21,7 @@ from typing import TextIO
 
 import paramiko
 from fabric import Config, Connection
-from invoke.exceptions import CommandTimedOut, UnexpectedExit
+from invoke.exceptions import CommandTimedOut
 
 from fabfile.config import Endpoint, Environment, Host
 from fabfile.errors import BadInput, StepFailed
@@ -178,8 +178,6 @@ class Remote:
         except CommandTimedOut:
             raise StepFailed(f"{self.host.name}: command timed out after {limit}s: "
                              f"{self.printer.mask(command)}") from None
-        except UnexpectedExit as exc:  # only raised with warn=False; kept for safety
-            r = exc.result
         result = Result(command, r.stdout, r.stderr, r.exited)
         if check and not result.ok:
             raise StepFailed(self.failure(result))
