@@ -151,15 +151,18 @@ def run_steps(env: Environment, steps: list[Step], printer: Printer) -> list[Row
     return rows
 
 
+def columns(heads: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """Aligned text columns; the last one (free text) is not padded."""
+    widths = [max(len(r[i]) for r in [heads, *rows]) for i in range(len(heads) - 1)]
+    return ["  ".join(f"{v:<{w}}" for v, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+            for r in [heads, *rows]]
+
+
 def summary(rows: list[Row], printer: Printer) -> None:
     """The closing table: one line per step and host."""
     if not rows:
         return
-    widths = [max(len(getattr(r, f)) for r in rows) for f in ("step", "host", "result")]
-    widths = [max(w, len(t)) for w, t in zip(widths, ("STEP", "HOST", "RESULT"), strict=True)]
     printer.line("", "")
-    printer.line("", f"{'STEP':<{widths[0]}}  {'HOST':<{widths[1]}}  {'RESULT':<{widths[2]}}  "
-                     "DETAIL")
-    for r in rows:
-        printer.line("", f"{r.step:<{widths[0]}}  {r.host:<{widths[1]}}  "
-                         f"{r.result:<{widths[2]}}  {r.message}")
+    for line in columns(("STEP", "HOST", "RESULT", "DETAIL"),
+                        [(r.step, r.host, r.result, r.message) for r in rows]):
+        printer.line("", line)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from fabfile.commands.health import probe
 from fabfile.config import Environment, Host
 from fabfile.errors import StepFailed
-from fabfile.flow import Outcome, Step
+from fabfile.flow import Outcome, Step, columns
 from fabfile.remote import Remote
 from fabfile.services import JAFAR_PORT, STACKS, compose_project, stack_services
 from fabfile.sync import wire
@@ -112,9 +112,7 @@ def table(checks: list[Check]) -> list[str]:
     heads = ("HOST", "SERVICE", "CONTAINER", "STATE", "HEALTH", "/health", "OK", "DETAIL")
     rows = [(c.host, c.service, c.container, c.state, c.docker_health, c.http,
              "yes" if c.healthy else "NO", c.detail) for c in checks]
-    widths = [max(len(r[i]) for r in [heads, *rows]) for i in range(len(heads) - 1)]
-    return ["  ".join(f"{v:<{w}}" for v, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
-            for r in [heads, *rows]]
+    return columns(heads, rows)
 
 
 def as_json(checks: list[Check]) -> str:

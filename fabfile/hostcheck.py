@@ -13,6 +13,7 @@ import shlex
 from dataclasses import asdict, dataclass
 
 from fabfile.config import Environment, Host
+from fabfile.flow import columns
 from fabfile.host import HARDENING, sshd_config, ufw_rules
 
 SECTIONS = ("sshd", "fail2ban", "ufw", "ufw-added", "docker-user", "listen", "daemon", "sysctl",
@@ -184,9 +185,7 @@ def table(controls: list[Control]) -> list[str]:
     heads = ("HOST", "CONTROL", "RESULT", "EXPECTED", "ACTUAL")
     rows = [(c.host, c.control, "PASS" if c.ok else "FAIL", c.expected[:60], c.actual[:60])
             for c in controls]
-    widths = [max(len(r[i]) for r in [heads, *rows]) for i in range(len(heads) - 1)]
-    return ["  ".join(f"{v:<{w}}" for v, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
-            for r in [heads, *rows]]
+    return columns(heads, rows)
 
 
 def as_json(controls: list[Control]) -> str:

@@ -841,29 +841,28 @@ def _slice(docs: list, skip: object, limit: object) -> list:
     return docs[:limit] if limit else docs
 
 
-@command("find")
-def cmd_find(conn: Connection, db: str, doc: dict) -> dict:
-    coll = _collection_name(doc, "find")
-    conn.require("find", "read", db)
+def _matching(conn: Connection, db: str, doc: dict, name: str, filter_key: str) -> list:
+    """The documents a find or count selects, after the same checks for both."""
+    coll = _collection_name(doc, name)
+    conn.require(name, "read", db)
     _check_system(db, coll)
     _check_readable(conn, doc)
-    _check_plain_query(doc, "find")
+    _check_plain_query(doc, name)
     with conn.member.store.lock:
-        docs = [d for d in _documents(conn, db, coll) if matches(d, doc.get("filter") or {})]
-    docs = _slice(docs, doc.get("skip"), doc.get("limit"))
-    return {"cursor": {"firstBatch": docs, "id": Int64(0), "ns": f"{db}.{coll}"}}
+        docs = [d for d in _documents(conn, db, coll) if matches(d, doc.get(filter_key) or {})]
+    return _slice(docs, doc.get("skip"), doc.get("limit"))
+
+
+@command("find")
+def cmd_find(conn: Connection, db: str, doc: dict) -> dict:
+    docs = _matching(conn, db, doc, "find", "filter")
+    ns = f"{db}.{_collection_name(doc, 'find')}"
+    return {"cursor": {"firstBatch": docs, "id": Int64(0), "ns": ns}}
 
 
 @command("count")
 def cmd_count(conn: Connection, db: str, doc: dict) -> dict:
-    coll = _collection_name(doc, "count")
-    conn.require("count", "read", db)
-    _check_system(db, coll)
-    _check_readable(conn, doc)
-    _check_plain_query(doc, "count")
-    with conn.member.store.lock:
-        docs = [d for d in _documents(conn, db, coll) if matches(d, doc.get("query") or {})]
-    return {"n": len(_slice(docs, doc.get("skip"), doc.get("limit")))}
+    return {"n": len(_matching(conn, db, doc, "count", "query"))}
 
 
 @command("aggregate")
