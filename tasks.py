@@ -1,5 +1,5 @@
 """Invoke entry point: `inv --list`. The tasks live in fabfile/ (also loadable by `fab`)."""
 
-from fabfile.cli import ns
+from fabfile.tasks import ns
 
 __all__ = ["ns"]

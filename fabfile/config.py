@@ -9,11 +9,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography import x509
 
 from fabfile import ROOT
 from fabfile.errors import BadInput
@@ -38,19 +40,51 @@ _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9]
                        r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
+_PINNED = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
+ECR_HOST = re.compile(r"[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
 _REGISTRY = re.compile(r"^[a-z0-9][a-z0-9._:/-]*[a-z0-9]$")
 _LOG_GROUP = re.compile(r"^[A-Za-z0-9_/.#-]{1,512}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
-_ADHOC = re.compile(r"^(?P<user>[^@\s]+)@(?P<address>[^:\s]+)(:(?P<port>[^:\s]+))?$")
+_PROFILE = re.compile(r"[A-Za-z0-9_.@+-]{1,64}")
+_ENDPOINT = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?")
+_SECRET_ID = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
+_SNS_ARN = re.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}")
+_KMS_ARN = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/[A-Za-z0-9/_-]+")
+RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,
+                  2192, 2557, 2922, 3288, 3653)
+_TAG_TEXT = re.compile(r"[A-Za-z0-9 +=._:/@-]{1,128}")
+_ELB_NAME = re.compile(r"[A-Za-z0-9](-?[A-Za-z0-9]){0,31}")
+_SSM_PATH = re.compile(r"(/[A-Za-z0-9_.-]+)+/?")
+_ADHOC = re.compile(r"(?P<user>[^@]*)@(?P<address>[^:@]*)(:(?P<port>[^:@]*))?")
+ADHOC_NEEDS = ("an ad-hoc target is user@address[:port]: a Unix user, an IP address or host "
+               "name, and a port from 1 to 65535 (default 22)")
 
 ENV_KEYS = {
     "description", "protected", "project", "deploy_path", "registry", "tag", "topology",
     "private_cidr", "env_file", "tls_dir", "known_hosts", "become", "connect_timeout",
     "command_timeout", "compose_profiles", "images", "log_driver", "bastion", "hosts",
-    "overlay", "awslogs_group", "aws_region", "host",
+    "overlay", "awslogs_group", "aws_region", "host", "replicas", "max_replicas", "lock_ttl",
+    "pool_size", "data_limits", "health_interval", "release", "gateway", "pins", "gateway_bind",
+    "aws", "secrets", "rotate_after_days", "awslogs_retention_days", "awslogs_kms_key",
+    "hosts_from",
 }
+HOSTS_FROM_KEYS = {"tags", "role_tag", "address", "user", "port", "key", "become"}
+ADDRESS_KINDS = {"private_ip": "PrivateIpAddress", "public_ip": "PublicIpAddress",
+                 "private_dns": "PrivateDnsName", "public_dns": "PublicDnsName"}
+AWS_KEYS = {"region", "profile", "endpoint_url", "instance_tags", "role_tag", "alb",
+            "alarm_topic"}
+ALB_KEYS = {"name", "target_group"}
+SECRET_SOURCES = ("manager", "ssm")
+GATEWAY_KEYS = {"server_names", "trusted_proxies"}
+RELEASE_KEYS = {"before", "order", "health_timeout", "watch"}
+JAFAR_SHORT = ("api", "auth", "wallet", "transaction", "ledger", "notification", "risk")
+DATA_LIMIT_KEYS = ("mongo", "redis", "postgres")
+DEFAULT_DATA_LIMITS = {"mongo": 1000, "redis": 1000, "postgres": 100}
+_INTERVAL = re.compile(r"^[1-9][0-9]{0,2}s$")
 HOST_SETUP_KEYS = {"admin_user", "deploy_user", "operator_keys", "ssh_cidr", "docker_source",
-                   "compose_plugin", "insecure_registries", "shared_kernel", "sshd_extra"}
+                   "compose_plugin", "insecure_registries", "shared_kernel", "sshd_extra",
+                   "admin_key", "log_forward"}
+LOG_FORWARD_KEYS = {"target", "name", "ca"}
 DOCKER_SOURCES = ("docker-apt", "debian")
 HOST_KEYS = {"name", "address", "user", "port", "key", "roles", "private_address", "become"}
 BASTION_KEYS = {"address", "user", "port", "key"}
@@ -81,6 +115,16 @@ class Host:
 
 
 @dataclass(frozen=True)
+class LogForward:
+    """The central log collector the hosts send their auth and audit events to."""
+
+    address: str      # host name or IP address of the collector
+    port: int         # its syslog-over-TLS port (6514 by convention)
+    name: str         # the name its certificate must carry
+    ca: Path          # the CA that signed its certificate
+
+
+@dataclass(frozen=True)
 class HostSetup:
     """How host.prepare and host.harden shape an instance (the `host:` block)."""
 
@@ -94,6 +138,89 @@ class HostSetup:
     shared_kernel: bool = False          # test hosts sharing a kernel: no kernel sysctls,
                                          # auditd or clock sync (they would change the machine)
     sshd_extra: tuple[str, ...] = ()     # site-specific sshd lines, validated with sshd -t
+    admin_key: Path | None = None        # the admin user's own key (default: the host's key)
+    log_forward: LogForward | None = None  # where auth and audit events go (syslog over TLS)
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """What the gateway serves (the `gateway:` block)."""
+
+    server_names: tuple[str, ...] = ()     # host names answered; others are closed (444)
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For is believed (the LB)
+
+
+@dataclass(frozen=True)
+class ReleaseSettings:
+    """How `inv release` and `inv rollback` roll (the `release:` block)."""
+
+    before: str | None = None          # one-off migration: "SERVICE command ...", new image
+    order: tuple[str, ...] = ()        # full service names; default: the gateway's order
+    health_timeout: int = 120          # seconds new replicas may take to turn healthy
+    watch: int = 10                    # seconds old and new both serve while 5xx are counted
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """How to reach AWS (the `aws:` block). Credentials come from boto3's own chain (instance
+    role, SSO, AWS_PROFILE...), never from this file; `endpoint_url` is for the sandbox and the
+    tests only (moto, the AWS stand-in)."""
+
+    region: str
+    profile: str | None = None
+    endpoint_url: str | None = None
+    # the tags that mark the environment's EC2 instances (default jafar-env: <environment>)
+    # and the tag that gives each its role (data or core)
+    instance_tags: dict[str, str] = field(default_factory=dict)
+    role_tag: str = "jafar-role"
+    alb: AlbSettings | None = None
+    alarm_topic: str | None = None  # the SNS topic (ARN) CloudWatch alarms notify
+
+
+@dataclass(frozen=True)
+class AlbSettings:
+    """The Application Load Balancer in front of the core hosts' gateways."""
+
+    name: str           # the load balancer's name
+    target_group: str   # the target group whose targets are the core hosts
+
+
+@dataclass(frozen=True)
+class SecretSource:
+    """Where the env file's values live (the `secrets:` block): the local env file, one Secrets
+    Manager secret holding a JSON object, or an SSM Parameter Store path of SecureStrings."""
+
+    kind: str = "file"            # "file", "manager" or "ssm"
+    name: str | None = None       # the secret's name, or the parameter path (ending in /)
+
+    @property
+    def stored(self) -> bool:
+        return self.kind != "file"
+
+    def describe(self) -> str:
+        return {"manager": f"Secrets Manager secret {self.name}",
+                "ssm": f"SSM parameters under {self.name}"}.get(self.kind, "the local env file")
+
+
+@dataclass(frozen=True)
+class HostsFrom:
+    """The hosts as EC2 knows them (`hosts_from:`), like Ansible's aws_ec2 inventory: the
+    running instances with these tags, each one's role from a tag, so that the instances of an
+    Auto Scaling group are found. Read through boto3 when a task connects (fabfile/aws/
+    inventory.py); a dry run reads nothing and says so."""
+
+    tags: dict[str, str]
+    role_tag: str = "jafar-role"
+    address: str = "private_ip"      # which of the instance's addresses SSH goes to
+    user: str = "deploy"
+    port: int = 22
+    key: Path = ROOT / "none"
+    become: bool = False
+
+    def describe(self) -> str:
+        tags = ", ".join(f"{k}={v}" for k, v in sorted(self.tags.items()))
+        return (f"the running EC2 instances tagged {tags} (role from the tag {self.role_tag}, "
+                f"SSH to the {self.address.replace('_', ' ')})")
 
 
 @dataclass(frozen=True)
@@ -117,11 +244,29 @@ class Environment:
     command_timeout: int = 600
     compose_profiles: tuple[str, ...] = ()
     images: dict[str, str] = field(default_factory=dict)
+    pins_file: Path = ROOT / "config" / "pins" / "none.yml"  # inv images.pin writes it
+    pins: dict[str, str] = field(default_factory=dict)  # IMAGE_VARIABLE -> repo:tag@sha256:...
     log_driver: str = "json-file"
     awslogs_group: str | None = None
-    aws_region: str | None = None
+    awslogs_retention_days: int = 30   # CloudWatch keeps the logs this long
+    awslogs_kms_key: str | None = None  # the KMS key (ARN) that encrypts them
+    aws: AwsSettings | None = None
+    secrets: SecretSource = field(default_factory=SecretSource)
+    rotate_after_days: int = 90        # secrets.age: older than this is overdue
     bastion: Endpoint | None = None
     host_setup: HostSetup = field(default_factory=HostSetup)
+    replicas: int = 1                  # replicas of each jafar service per core host (default)
+    max_replicas: int = 10             # the most `inv scale` accepts per service and core host
+    lock_ttl: int = 600                # seconds without renewal after which a lock is stale
+    pool_size: int = 10                # connections each service replica may open per store
+    data_limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_DATA_LIMITS))
+    health_interval: str = "10s"       # Docker health check interval of the core services
+    release: ReleaseSettings = field(default_factory=ReleaseSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    gateway_bind: str | None = None    # the one address the gateway publishes 80/443 on
+    hosts_from: HostsFrom | None = None  # the hosts come from EC2 (hosts is empty until then)
+    adhoc: bool = False                # --host user@address[:port]
+    adhoc_mutable: bool = False        # ... and environments.yml has an `adhoc:` block
 
     def hosts_with(self, role: str) -> tuple[Host, ...]:
         return tuple(h for h in self.hosts if h.has(role))
@@ -145,7 +290,8 @@ class _Checker:
             raise self.fail(key, f"must be a mapping, got {_show(value)}")
         unknown = sorted(set(map(str, value)) - allowed)
         if unknown:
-            raise self.fail(f"{key}.{unknown[0]}",
+            shown = unknown[0] if unknown[0].isascii() else ascii(unknown[0])
+            raise self.fail(f"{key}.{shown[:60]}",
                             f"unknown key; allowed keys are: {', '.join(sorted(allowed))}")
         return value
 
@@ -153,8 +299,8 @@ class _Checker:
                hint: str = "") -> str:
         if not isinstance(value, str) or not value.strip():
             raise self.fail(key, f"must be a non-empty string, got {_show(value)}")
-        if pattern is not None and not pattern.match(value):
-            raise self.fail(key, f"invalid value {value!r}{'; ' + hint if hint else ''}")
+        if pattern is not None and not pattern.fullmatch(value):
+            raise self.fail(key, f"invalid value {_short(value)}{'; ' + hint if hint else ''}")
         return value
 
     def boolean(self, value: Any, key: str) -> bool:
@@ -179,16 +325,33 @@ class _Checker:
             return text
         except ValueError:
             pass
-        if not _HOSTNAME.match(text):
-            raise self.fail(key, f"{text!r} is neither an IP address nor a host name")
+        if not _HOSTNAME.fullmatch(text):
+            raise self.fail(key, f"{_short(text)} is neither an IP address nor a host name")
         return text
 
     def path(self, value: Any, key: str) -> Path:
         return resolve_path(self.string(value, key))
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
 def _show(value: Any) -> str:
-    return "nothing" if value is None else repr(value)
+    return "nothing" if value is None else _short(value)
+
+
+def _short(value: Any) -> str:
+    """A bad value as an error message shows it: escaped when not plain ASCII (a Cyrillic о
+    must not read as o), and at most 60 characters."""
+    if isinstance(value, str) and len(value) > 60:
+        value = value[:60]  # a 50 MB scalar is not copied whole to be cut
+    text = ascii(value) if isinstance(value, str) and not value.isascii() else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def resolve_path(text: str) -> Path:
@@ -202,28 +365,68 @@ def config_path() -> Path:
     return Path(os.environ.get("JAFAR_ENVIRONMENTS") or DEFAULT_CONFIG)
 
 
-def load_document(path: Path | None = None, require_environments: bool = True) -> dict[str, Any]:
-    """Parse the YAML file; any read or syntax error is BadInput naming file and line."""
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_DEPTH = 32
+TOP_LEVEL_KEYS = {"defaults", "environments", "adhoc"}
+
+
+def load_document(path: Path | None = None, require_environments: bool = True) -> Any:
+    """Parse the YAML file; any read, encoding or syntax error is BadInput naming file and line.
+
+    Hostile or broken files fail fast and in one line: more than 1 MB, not UTF-8, nested
+    deeper than 32, or using anchors and aliases (a "billion laughs" would expand them) are
+    refused before the YAML is composed."""
     path = path or config_path()
     shown = _display(path)
     try:
-        text = path.read_text()
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise BadInput(f"{shown}: {size} bytes, more than {MAX_CONFIG_BYTES}: not an "
+                           "environments file")
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise BadInput(f"{shown}: cannot read it ({exc.strerror}); "
                        "create it from the shipped config/environments.yml") from None
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{shown}: byte {exc.start} is not UTF-8 text; save the file as "
+                       "UTF-8") from None
     try:
+        _check_structure(text, shown)
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
         problem = getattr(exc, "problem", None) or "malformed YAML"
         raise BadInput(f"{shown}: malformed YAML at {where}: {problem}; fix the syntax") from None
-    if not require_environments:
-        return doc if isinstance(doc, dict) else {}
+    except (RecursionError, MemoryError):
+        raise BadInput(f"{shown}: too deeply nested or too large to read") from None
+    if not require_environments:  # the caller checks the shape and names the file's key
+        return doc if doc is not None else {}
     if not isinstance(doc, dict) or not isinstance(doc.get("environments"), dict):
         raise BadInput(f"{shown}: environments: missing; the file needs a top-level "
                        "'environments:' mapping of environment names")
+    unknown = sorted(set(map(str, doc)) - TOP_LEVEL_KEYS)
+    if unknown:
+        raise BadInput(f"{shown}: {_short(unknown[0])}: unknown top-level key; allowed keys "
+                       f"are: {', '.join(sorted(TOP_LEVEL_KEYS))}")
     return doc
+
+
+def _check_structure(text: str, shown: str) -> None:
+    """Walk the YAML events (no recursion): refuse anchors, aliases and deep nesting."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            line = event.start_mark.line + 1
+            raise BadInput(f"{shown}: line {line}: anchors and aliases (& and *) are not "
+                           "allowed; write the values out")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise BadInput(f"{shown}: line {event.start_mark.line + 1}: nested deeper "
+                               f"than {MAX_DEPTH} levels; not an environments file")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def _display(path: Path) -> str:
@@ -239,12 +442,11 @@ def load_environment(target: str, path: Path | None = None) -> Environment:
     doc = load_document(path)
     check = _Checker(_display(path))
     defaults = check.mapping(doc.get("defaults") or {}, "defaults", ENV_KEYS - {"hosts"})
-    adhoc = _ADHOC.match(target)
-    if adhoc:
-        return _adhoc_environment(check, target, adhoc, defaults)
+    if "@" in target:
+        return _adhoc_environment(check, target, defaults, doc)
     envs = doc["environments"]
     if target not in envs:
-        raise BadInput(f"unknown environment {target!r}: choose one of "
+        raise BadInput(f"unknown environment {_short(target)}: choose one of "
                        f"{', '.join(sorted(map(str, envs)))} (from {_display(path)}), "
                        "or give user@address[:port]")
     raw = check.mapping(envs[target] or {}, f"environments.{target}", ENV_KEYS)
@@ -265,43 +467,100 @@ def environment_names(path: Path | None = None) -> list[str]:
     return sorted(map(str, load_document(path)["environments"]))
 
 
-def _adhoc_environment(check: _Checker, target: str, match: re.Match[str],
-                       defaults: dict[str, Any]) -> Environment:
-    port: Any = match["port"] or 22
-    if isinstance(port, str):
-        if not port.isdigit():
-            raise BadInput(f"--host {target}: port {port!r} is not a number; "
-                           "use user@address[:port] with a port from 1 to 65535")
-        port = int(port)
+def _adhoc_environment(check: _Checker, target: str, defaults: dict[str, Any],
+                       doc: dict[str, Any]) -> Environment:
+    """One host with both roles. Its address, port and user are checked first; an address
+    that belongs to a protected environment is refused (it would bypass the confirmation and
+    the topology); without an `adhoc:` block (its own env file) it is read-only."""
+    shown = f"--host {_short(target)}"
+    match = _ADHOC.fullmatch(target)
+    if match is None:
+        raise BadInput(f"{shown}: {ADHOC_NEEDS}")
+    user, address, port_text = match["user"], match["address"], match["port"]
+    if not _USER.fullmatch(user):
+        raise BadInput(f"{shown}: the user {_short(user)} is not a Unix user name; "
+                       f"{ADHOC_NEEDS}")
+    if port_text is not None and not (port_text.isascii() and port_text.isdigit()
+                                      and 1 <= int(port_text) <= 65535):
+        raise BadInput(f"{shown}: the port {_short(port_text)} is not a number from 1 to "
+                       f"65535; {ADHOC_NEEDS}")
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        if not (address.isascii() and _HOSTNAME.fullmatch(address)):
+            raise BadInput(f"{shown}: {_short(address)} is neither an IP address nor a host "
+                           f"name; {ADHOC_NEEDS}") from None
+    _refuse_protected_address(doc, address, shown)
+    block = doc.get("adhoc")
+    settings = check.mapping(block, "adhoc", ENV_KEYS - {"hosts", "overlay", "protected"}) \
+        if block is not None else {}
+    if block is not None:
+        _refuse_shared_env_file(check, doc, defaults, settings)
     raw = {
         **defaults,
-        "hosts": [{"name": re.sub(r"[^a-z0-9_-]", "-", match["address"].lower()),
-                   "address": match["address"],
-                   "user": match["user"], "port": port, "roles": list(ROLES)}],
+        **settings,
+        "hosts": [{"name": re.sub(r"[^a-z0-9_-]", "-", address.lower()), "address": address,
+                   "user": user, "port": int(port_text or 22), "roles": list(ROLES)}],
         "topology": "single",
     }
-    return _environment(check, "adhoc", raw, f"--host {target}")
+    env = _environment(check, "adhoc", raw, shown)
+    return replace(env, adhoc=True, adhoc_mutable=block is not None)
+
+
+def _refuse_protected_address(doc: dict[str, Any], address: str, shown: str) -> None:
+    for name, raw in (doc.get("environments") or {}).items():
+        if not isinstance(raw, dict) or not raw.get("protected"):
+            continue
+        hosts = raw.get("hosts") if isinstance(raw.get("hosts"), list) else []
+        named = [(h.get("name"), h.get(k)) for h in hosts if isinstance(h, dict)
+                 for k in ("address", "private_address")]
+        bastion = raw.get("bastion") if isinstance(raw.get("bastion"), dict) else {}
+        named.append(("its bastion", bastion.get("address")))
+        for host, value in named:
+            if value == address:
+                raise BadInput(f"{shown}: {address} is {host} of the protected environment "
+                               f"{name}; use --host {name} (it asks for confirmation and "
+                               "knows the topology)")
+
+
+def _refuse_shared_env_file(check: _Checker, doc: dict[str, Any], defaults: dict[str, Any],
+                            settings: dict[str, Any]) -> None:
+    """An ad-hoc target never uses a named environment's secrets."""
+    own = check.path(settings.get("env_file") or defaults.get("env_file", ".env.ec2"),
+                     "adhoc.env_file")
+    for name, raw in (doc.get("environments") or {}).items():
+        other = (raw or {}).get("env_file") or defaults.get("env_file", ".env.ec2")
+        if isinstance(other, str) and resolve_path(other) == own:
+            raise BadInput(f"{check.source}: adhoc.env_file is the env file of environment "
+                           f"{name}; give ad-hoc targets their own")
 
 
 def _environment(check: _Checker, name: str, raw: dict[str, Any], key: str) -> Environment:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise check.fail(key, "environment names are lowercase letters, digits, '-' and '_'")
-    for required in ("registry", "tag", "hosts"):
+    for required in ("registry", "tag") + (() if raw.get("hosts_from") else ("hosts",)):
         if raw.get(required) in (None, "", []):
-            raise check.fail(f"{key}.{required}", "missing; set it here or under defaults")
+            where = ("an ad-hoc target takes it from defaults: or the adhoc: block of "
+                     "config/environments.yml" if name == "adhoc" else
+                     "set it here or under defaults")
+            raise check.fail(f"{key}.{required}", f"missing; {where}")
+    if raw.get("hosts_from") and raw.get("hosts"):
+        raise check.fail(f"{key}.hosts_from", "give hosts or hosts_from, not both")
     topology = check.choice(raw.get("topology", "single"), f"{key}.topology", TOPOLOGIES)
     bastion = None
     if raw.get("bastion") is not None:
         b = check.mapping(raw["bastion"], f"{key}.bastion", BASTION_KEYS)
         bastion = _endpoint(check, b, f"{key}.bastion", raw)
-    if not isinstance(raw["hosts"], list):
-        raise check.fail(f"{key}.hosts", "must be a list of hosts")
-    hosts = tuple(_host(check, h, f"{key}.hosts[{i}]", raw) for i, h in enumerate(raw["hosts"]))
-    names = [h.name for h in hosts]
-    for n in names:
-        if names.count(n) > 1:
-            raise check.fail(f"{key}.hosts", f"host name {n!r} is used twice; names must differ")
-    _check_topology(check, key, topology, hosts)
+    hosts_from = None
+    if raw.get("hosts_from"):
+        hosts_from = _hosts_from(check, raw["hosts_from"], f"{key}.hosts_from", raw, name)
+        hosts: tuple[Host, ...] = ()
+    else:
+        if not isinstance(raw["hosts"], list):
+            raise check.fail(f"{key}.hosts", "must be a list of hosts")
+        hosts = tuple(_host(check, h, f"{key}.hosts[{i}]", raw)
+                      for i, h in enumerate(raw["hosts"]))
+        check_hosts(check, key, topology, hosts)
     private_cidr = None
     if raw.get("private_cidr") is not None:
         private_cidr = _cidr(check, raw["private_cidr"], f"{key}.private_cidr")
@@ -312,21 +571,38 @@ def _environment(check: _Checker, name: str, raw: dict[str, Any], key: str) -> E
         check.choice(p, f"{key}.compose_profiles[{i}]", PROFILES)
     images = check.mapping(raw.get("images") or {}, f"{key}.images", set(IMAGE_VARIABLES))
     log_driver = check.choice(raw.get("log_driver", "json-file"), f"{key}.log_driver", LOG_DRIVERS)
+    aws = _aws(check, raw, key, name)
+    if aws is None and ECR_HOST.fullmatch(str(raw["registry"]).split("/", 1)[0]):
+        raise check.fail(f"{key}.aws", "missing; the registry is ECR, whose login token comes "
+                         "from AWS: add aws: {region: eu-west-1}")
     awslogs = {}
     if log_driver == "awslogs":
-        for k in ("awslogs_group", "aws_region"):
-            if not raw.get(k):
-                raise check.fail(f"{key}.{k}", "missing; log_driver awslogs needs awslogs_group "
-                                 "and aws_region")
+        if not raw.get("awslogs_group"):
+            raise check.fail(f"{key}.awslogs_group", "missing; log_driver awslogs needs "
+                             "awslogs_group and an aws: block with the region")
+        if aws is None:
+            raise check.fail(f"{key}.aws", "missing; log_driver awslogs needs the region: "
+                             "aws: {region: eu-west-1}")
+        retention = raw.get("awslogs_retention_days", 30)
+        if isinstance(retention, bool) or retention not in RETENTION_DAYS:
+            raise check.fail(f"{key}.awslogs_retention_days", f"must be one of CloudWatch's "
+                             f"retentions ({', '.join(map(str, RETENTION_DAYS))}), got "
+                             f"{_show(retention)}")
+        kms_key = raw.get("awslogs_kms_key")
         awslogs = {"awslogs_group": check.string(raw["awslogs_group"], f"{key}.awslogs_group",
                                                  _LOG_GROUP, "CloudWatch log group names are "
                                                  "letters, digits and _ - / . #"),
-                   "aws_region": check.string(raw["aws_region"], f"{key}.aws_region", _REGION,
-                                              "use a region such as eu-west-1")}
+                   "awslogs_retention_days": retention,
+                   "awslogs_kms_key": check.string(kms_key, f"{key}.awslogs_kms_key", _KMS_ARN,
+                                                   "a KMS key ARN, arn:aws:kms:REGION:ACCOUNT:"
+                                                   "key/ID") if kms_key is not None else None}
     for var, ref in images.items():
         check.string(ref, f"{key}.images.{var}", _IMAGE, "use an image reference like "
                      "registry.example/nginx:1.27.3")
     setup = _host_setup(check, raw.get("host") or {}, f"{key}.host")
+    gateway_bind = _gateway_bind(check, raw.get("gateway_bind"), f"{key}.gateway_bind", hosts)
+    pins_file = (check.path(raw["pins"], f"{key}.pins") if raw.get("pins")
+                 else ROOT / "config" / "pins" / f"{name}.yml")
     return Environment(
         host_setup=setup,
         name=name,
@@ -351,9 +627,189 @@ def _environment(check: _Checker, name: str, raw: dict[str, Any], key: str) -> E
                                       f"{key}.command_timeout", 1, 7200),
         compose_profiles=tuple(profiles),
         images=dict(images),
+        pins_file=pins_file,
+        pins=_pins(pins_file),
         log_driver=log_driver,
+        gateway_bind=gateway_bind,
         **awslogs,
+        aws=aws,
+        hosts_from=hosts_from,
+        secrets=_secrets(check, raw.get("secrets"), f"{key}.secrets", aws),
+        rotate_after_days=check.integer(raw.get("rotate_after_days", 90),
+                                        f"{key}.rotate_after_days", 1, 3650),
         bastion=bastion,
+        **_operations(check, raw, key, adhoc=name == "adhoc"),
+    )
+
+
+TAG_HINT = "tag keys and values are letters, digits, spaces and + - = . _ : / @"
+
+
+def _aws(check: _Checker, raw: dict[str, Any], key: str, name: str) -> AwsSettings | None:
+    """The `aws:` block; the old `aws_region:` key is still read, with a notice to move it."""
+    block = raw.get("aws")
+    if block is None and raw.get("aws_region") is not None:
+        block = {"region": raw["aws_region"]}
+        print(f"notice: {check.source}: {key}.aws_region is read, but move it to "
+              f"aws: {{region: {_short(raw['aws_region'])}}}", file=sys.stderr)
+    if block is None:
+        return None
+    aws = check.mapping(block, f"{key}.aws", AWS_KEYS)
+    region = check.string(aws.get("region"), f"{key}.aws.region", _REGION,
+                          "use a region such as eu-west-1")
+    if region not in known_regions():
+        raise check.fail(f"{key}.aws.region", f"unknown region {_short(region)}; use one of "
+                         "AWS's regions, such as eu-west-1")
+    profile = aws.get("profile")
+    endpoint = aws.get("endpoint_url")
+    raw_tags = aws.get("instance_tags")
+    if raw_tags is not None and (not isinstance(raw_tags, dict) or not raw_tags):
+        raise check.fail(f"{key}.aws.instance_tags", "must be a mapping of tag: value, e.g. "
+                         "{jafar-env: prod}")
+    tags = {check.string(str(k), f"{key}.aws.instance_tags", _TAG_TEXT, TAG_HINT):
+            check.string(v, f"{key}.aws.instance_tags.{k}", _TAG_TEXT, TAG_HINT)
+            for k, v in (raw_tags or {"jafar-env": name}).items()}
+    alb = None
+    if aws.get("alb") is not None:
+        raw_alb = check.mapping(aws["alb"], f"{key}.aws.alb", ALB_KEYS)
+        alb = AlbSettings(*(check.string(raw_alb.get(k), f"{key}.aws.alb.{k}", _ELB_NAME,
+                                         "a load balancer or target group name: letters, "
+                                         "digits and '-', at most 32")
+                            for k in ("name", "target_group")))
+    return AwsSettings(
+        region=region,
+        profile=check.string(profile, f"{key}.aws.profile", _PROFILE,
+                             "a profile name of ~/.aws/config") if profile is not None else None,
+        endpoint_url=check.string(endpoint, f"{key}.aws.endpoint_url", _ENDPOINT,
+                                  "http(s)://host[:port]; only the sandbox and the tests set "
+                                  "it") if endpoint is not None else None,
+        instance_tags=dict(tags),
+        role_tag=check.string(aws.get("role_tag", "jafar-role"), f"{key}.aws.role_tag",
+                              _TAG_TEXT, TAG_HINT),
+        alb=alb,
+        alarm_topic=check.string(aws["alarm_topic"], f"{key}.aws.alarm_topic", _SNS_ARN,
+                                 "an SNS topic ARN, arn:aws:sns:REGION:ACCOUNT:NAME")
+        if aws.get("alarm_topic") is not None else None)
+
+
+def known_regions() -> frozenset[str]:
+    """Every region botocore knows, in every partition (offline: its endpoints file)."""
+    import boto3  # only environments with an aws: block pay for the import
+
+    session = boto3.session.Session()
+    return frozenset(r for p in session.get_available_partitions()
+                     for r in session.get_available_regions("ec2", partition_name=p))
+
+
+def _secrets(check: _Checker, value: Any, key: str, aws: AwsSettings | None) -> SecretSource:
+    if value is None:
+        return SecretSource()
+    raw = check.mapping(value, key, set(SECRET_SOURCES))
+    if len(raw) != 1:
+        raise check.fail(key, "name one store: {manager: SECRET_NAME} (Secrets Manager) or "
+                         "{ssm: /PATH/} (Parameter Store); leave it out for the local env file")
+    kind, name = next(iter(raw.items()))
+    if aws is None:
+        raise check.fail(f"{key}.{kind}", "needs an aws: block with the region, e.g. "
+                         "aws: {region: eu-west-1}")
+    if kind == "manager":
+        return SecretSource("manager", check.string(name, f"{key}.manager", _SECRET_ID,
+                                                    "a Secrets Manager secret name such as "
+                                                    "jafar/prod"))
+    path = check.string(name, f"{key}.ssm", _SSM_PATH, "a parameter path such as /jafar/prod/")
+    return SecretSource("ssm", path.rstrip("/") + "/")
+
+
+def _gateway_bind(check: _Checker, value: Any, key: str, hosts: tuple[Host, ...]) -> str | None:
+    """One IP address of the one core host (on EC2 its private address, which the load
+    balancer reaches: the public IP is not on the instance's interface)."""
+    if value is None:
+        return None
+    text = check.string(value, key)
+    if not _is_ip(text):
+        raise check.fail(key, f"{_short(text)} is not an IP address; use the core host's "
+                         "private address, e.g. 10.0.1.11")
+    core = [h for h in hosts if "core" in h.roles]
+    if len(core) != 1:
+        raise check.fail(key, f"names one address, but there are {len(core)} core hosts; "
+                         "leave it out (each host then publishes on all its addresses)")
+    return text
+
+
+def _pins(path: Path) -> dict[str, str]:
+    """The environment's image pins ({} when it has none): IMAGE_VARIABLE -> a reference by
+    digest. A malformed file is refused by key; its content is never shown."""
+    if not path.is_file():
+        return {}
+    check = _Checker(_display(path))
+    doc = load_document(path, require_environments=False)  # capped, no aliases, one line
+    pins = check.mapping(doc, "pins", set(IMAGE_VARIABLES))
+    for var, ref in pins.items():
+        check.string(ref, var, _PINNED, "must be repo:tag@sha256:<64 hex digits>; regenerate "
+                     "it with inv images.pin")
+    return dict(pins)
+
+
+def _operations(check: _Checker, raw: dict[str, Any], key: str, adhoc: bool) -> dict[str, Any]:
+    """Day-2 settings: replica counts, the lock's time to live, connection budgets."""
+    max_replicas = check.integer(raw.get("max_replicas", 10), f"{key}.max_replicas", 1, 100)
+    limits = check.mapping(raw.get("data_limits") or {}, f"{key}.data_limits",
+                           set(DATA_LIMIT_KEYS))
+    return {
+        "max_replicas": max_replicas,
+        "replicas": check.integer(raw.get("replicas", 1), f"{key}.replicas", 1, max_replicas),
+        "lock_ttl": check.integer(raw.get("lock_ttl", 600), f"{key}.lock_ttl", 60, 86400),
+        "pool_size": check.integer(raw.get("pool_size", 10), f"{key}.pool_size", 1, 1000),
+        "data_limits": {k: check.integer(limits.get(k, DEFAULT_DATA_LIMITS[k]),
+                                         f"{key}.data_limits.{k}", 10, 100000)
+                        for k in DATA_LIMIT_KEYS},
+        "health_interval": check.string(raw.get("health_interval", "10s"),
+                                        f"{key}.health_interval", _INTERVAL,
+                                        "seconds like 10s (1s to 999s)"),
+        "release": _release(check, raw.get("release") or {}, f"{key}.release"),
+        "gateway": _gateway(check, raw.get("gateway"), f"{key}.gateway", required=not adhoc),
+    }
+
+
+def _gateway(check: _Checker, value: Any, key: str, required: bool) -> GatewaySettings:
+    """Named environments must say which host names the gateway serves (any other is closed);
+    an ad-hoc target may leave it out (then only /health answers)."""
+    if value is None and not required:
+        return GatewaySettings()
+    raw = check.mapping(value if value is not None else {}, key, GATEWAY_KEYS)
+    names = raw.get("server_names")
+    if not isinstance(names, list) or not names:
+        raise check.fail(f"{key}.server_names", "list the host names the gateway answers, "
+                         "e.g. [api.bank.example] (requests for any other are closed)")
+    proxies = raw.get("trusted_proxies") or []
+    if not isinstance(proxies, list):
+        raise check.fail(f"{key}.trusted_proxies", "must be a list of CIDRs (the load balancer)")
+    return GatewaySettings(
+        server_names=tuple(check.address(n, f"{key}.server_names[{i}]")
+                           for i, n in enumerate(names)),
+        trusted_proxies=tuple(_cidr(check, c, f"{key}.trusted_proxies[{i}]")
+                              for i, c in enumerate(proxies)))
+
+
+def _release(check: _Checker, value: Any, key: str) -> ReleaseSettings:
+    raw = check.mapping(value, key, RELEASE_KEYS)
+    order = raw.get("order") or list(JAFAR_SHORT)
+    if not isinstance(order, list) or sorted(order) != sorted(JAFAR_SHORT):
+        raise check.fail(f"{key}.order", "must list each of the seven services once: "
+                         f"{', '.join(JAFAR_SHORT)}")
+    before = raw.get("before")
+    if before is not None:
+        text = check.string(before, f"{key}.before")
+        service = text.split()[0].removesuffix("-service")
+        if service not in JAFAR_SHORT or len(text.split()) < 2 or "\n" in text:
+            raise check.fail(f"{key}.before", "one line: SERVICE COMMAND..., e.g. "
+                             "\"ledger-service npm run migrate\"")
+    return ReleaseSettings(
+        before=before,
+        order=tuple(f"{s}-service" for s in order),
+        health_timeout=check.integer(raw.get("health_timeout", 120), f"{key}.health_timeout",
+                                     10, 3600),
+        watch=check.integer(raw.get("watch", 10), f"{key}.watch", 0, 600),
     )
 
 
@@ -362,7 +818,7 @@ def _cidr(check: _Checker, value: Any, key: str) -> str:
     try:
         ipaddress.ip_network(text)
     except ValueError:
-        raise check.fail(key, f"{text!r} is not a CIDR such as 10.0.0.0/16") from None
+        raise check.fail(key, f"{_short(text)} is not a CIDR such as 10.0.0.0/16") from None
     return text
 
 
@@ -375,7 +831,7 @@ def _host_setup(check: _Checker, value: Any, key: str) -> HostSetup:
             raise check.fail(f"{key}.{k}", "must be a list")
         lists[k] = [check.string(v, f"{key}.{k}[{i}]") for i, v in enumerate(items)]
     for i, line in enumerate(lists["sshd_extra"]):
-        if "\n" in line or not re.match(r"^[A-Za-z]+ \S", line):
+        if not re.fullmatch(r"[A-Za-z]+ [^\n]*\S", line):
             raise check.fail(f"{key}.sshd_extra[{i}]", "one sshd_config line: Keyword value")
     for i, reg in enumerate(lists["insecure_registries"]):
         check.string(reg, f"{key}.insecure_registries[{i}]", _REGISTRY, "use host:port")
@@ -394,14 +850,45 @@ def _host_setup(check: _Checker, value: Any, key: str) -> HostSetup:
         insecure_registries=tuple(lists["insecure_registries"]),
         shared_kernel=check.boolean(raw.get("shared_kernel", False), f"{key}.shared_kernel"),
         sshd_extra=tuple(lists["sshd_extra"]),
+        admin_key=check.path(raw["admin_key"], f"{key}.admin_key") if raw.get("admin_key")
+        else None,
+        log_forward=_log_forward(check, raw["log_forward"], f"{key}.log_forward")
+        if raw.get("log_forward") is not None else None,
     )
 
 
+def _log_forward(check: _Checker, value: Any, key: str) -> LogForward:
+    raw = check.mapping(value, key, LOG_FORWARD_KEYS)
+    for k in LOG_FORWARD_KEYS:
+        if not raw.get(k):
+            raise check.fail(f"{key}.{k}", "missing; log_forward needs target (host:port), name "
+                             "(the collector certificate's name) and ca (its CA file)")
+    address, _, port = check.string(raw["target"], f"{key}.target").rpartition(":")
+    if not address or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise check.fail(f"{key}.target", "use host:port, e.g. logs.internal:6514")
+    name = check.string(raw["name"], f"{key}.name")
+    if not _HOSTNAME.fullmatch(name):
+        raise check.fail(f"{key}.name", f"{_short(name)} is not a host name")
+    ca = check.path(raw["ca"], f"{key}.ca")
+    if not ca.is_file():
+        raise check.fail(f"{key}.ca", f"{ca} does not exist; give the collector's CA file")
+    try:
+        x509.load_pem_x509_certificate(ca.read_bytes())
+    except (OSError, ValueError):
+        raise check.fail(f"{key}.ca", f"{ca} is not a PEM certificate; give the collector's "
+                         "CA certificate") from None
+    return LogForward(address=check.address(address, f"{key}.target"), port=int(port),
+                      name=name, ca=ca)
+
+
 def _deploy_path(check: _Checker, value: Any, key: str) -> str:
-    text = check.string(value, key)
-    if not text.startswith("/") or ".." in text.split("/") or not re.match(r"^[\w./-]+$", text):
-        raise check.fail(key, f"must be an absolute path without '..', got {text!r}")
-    return text.rstrip("/") or "/"
+    """A folder of its own under /opt or /srv: host.prepare gives it to the deploy user."""
+    text = check.string(value, key).rstrip("/")
+    if not re.fullmatch(r"/(opt|srv)(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)+", text) or any(
+            part in (".", "..") for part in text.split("/")):
+        raise check.fail(key, f"must be a dedicated folder under /opt or /srv, such as "
+                         f"/opt/jafar, got {_short(text)}")
+    return text
 
 
 def _endpoint(check: _Checker, raw: dict[str, Any], key: str, env: dict[str, Any]) -> Endpoint:
@@ -432,6 +919,45 @@ def _host(check: _Checker, value: Any, key: str, env: dict[str, Any]) -> Host:
     )
 
 
+def check_hosts(check: _Checker, key: str, topology: str, hosts: tuple[Host, ...]) -> None:
+    """Names unique, and the topology's rules (also for the hosts EC2 gave)."""
+    names = [h.name for h in hosts]
+    for n in names:
+        if names.count(n) > 1:
+            raise check.fail(f"{key}.hosts", f"host name {n!r} is used twice; names must differ")
+    _check_topology(check, key, topology, hosts)
+
+
+def _hosts_from(check: _Checker, value: Any, key: str, env: dict[str, Any],
+                name: str) -> HostsFrom:
+    raw = check.mapping(value, key, HOSTS_FROM_KEYS)
+    aws = env.get("aws") if isinstance(env.get("aws"), dict) else {}
+    tags = raw.get("tags", aws.get("instance_tags") or {"jafar-env": name})
+    if not isinstance(tags, dict) or not tags:
+        raise check.fail(f"{key}.tags", "must be a mapping of tag: value, e.g. {jafar-env: prod}")
+    if not env.get("aws"):
+        raise check.fail(key, "needs an aws: block with the region: the hosts come from EC2")
+    return HostsFrom(
+        tags={check.string(str(k), f"{key}.tags", _TAG_TEXT, TAG_HINT):
+              check.string(v, f"{key}.tags.{k}", _TAG_TEXT, TAG_HINT) for k, v in tags.items()},
+        role_tag=check.string(raw.get("role_tag", aws.get("role_tag", "jafar-role")),
+                              f"{key}.role_tag", _TAG_TEXT, TAG_HINT),
+        address=check.choice(raw.get("address", "private_ip"), f"{key}.address",
+                             tuple(ADDRESS_KINDS)),
+        user=check.string(raw.get("user", "deploy"), f"{key}.user", _USER,
+                          "use a Unix user name such as deploy"),
+        port=check.integer(raw.get("port", 22), f"{key}.port", 1, 65535),
+        key=check.path(raw.get("key", env.get("key", "~/.ssh/id_ed25519")), f"{key}.key"),
+        become=check.boolean(raw.get("become", env.get("become", False)), f"{key}.become"),
+    )
+
+
+def hosts_checker(env: Environment) -> _Checker:
+    """Problems in the hosts EC2 gave, reported like those of the config file."""
+    assert env.hosts_from is not None
+    return _Checker(env.hosts_from.describe())
+
+
 def _check_topology(check: _Checker, key: str, topology: str, hosts: tuple[Host, ...]) -> None:
     data = [h for h in hosts if h.has("data")]
     core = [h for h in hosts if h.has("core")]
@@ -450,3 +976,8 @@ def _check_topology(check: _Checker, key: str, topology: str, hosts: tuple[Host,
         if not data[0].private_address:
             raise check.fail(f"{key}.hosts", f"split topology: data host {data[0].name} needs "
                              "private_address (its data ports bind to it and nothing else)")
+        for h in core:
+            if not h.private_address and not _is_ip(h.ssh.address):
+                raise check.fail(f"{key}.hosts", f"split topology: core host {h.name} needs "
+                                 "private_address (the data ports accept only the core hosts' "
+                                 "addresses)")

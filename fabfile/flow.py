@@ -6,14 +6,19 @@ prints: the exact commands and uploads) and an `apply` that reads state, decides
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from fabfile.config import Environment, Host
 from fabfile.errors import BadInput, StepFailed
 from fabfile.remote import Printer, Remote
+
+if TYPE_CHECKING:
+    from fabfile.ops.audit import Trail
 
 
 @dataclass(frozen=True)
@@ -24,14 +29,20 @@ class Outcome:
     message: str
 
 
+Apply = Callable[[Environment, Host, "Remote"], Outcome]
+
+
 @dataclass(frozen=True)
 class Step:
     name: str
     roles: tuple[str, ...]  # the step runs on hosts having any of these roles
     summary: str
     plan: Callable[[Environment, Host], list[str]]
-    apply: Callable[[Environment, Host, Remote], Outcome]
+    apply: Apply | None = None
     admin: bool = False  # connects as host.admin_user with sudo (host preparation steps)
+    # reads every host of the step first and returns the apply to use (a step that needs the
+    # whole fleet's state, such as core.up's merged scale counts)
+    prepare: Callable[[Environment, Pool], Apply] | None = None
 
     def hosts(self, env: Environment) -> tuple[Host, ...]:
         return tuple(h for h in env.hosts if any(h.has(r) for r in self.roles))
@@ -94,6 +105,13 @@ class Pool:
         self.env = env
         self.printer = printer
         self._remotes: dict[tuple[str, bool], Remote] = {}
+        # set while a lock is held: the prologue that renews it on a host (see ops/guard)
+        self.renewal: Callable[[Host], str] | None = None
+
+    def renew(self, host: Host, remote: Remote) -> None:
+        """The next command on `remote` also renews the lock (no extra round trip)."""
+        if self.renewal is not None:
+            remote.prologue = self.renewal(host)
 
     def get(self, host: Host, admin: bool = False) -> Remote:
         key = (host.name, admin)
@@ -110,14 +128,25 @@ class Pool:
     def round_trips(self) -> int:
         return sum(r.round_trips for r in self._remotes.values())
 
+    def report(self) -> None:
+        """Every run that connects ends with its cost in round trips (on stderr, so that
+        --json output stays one document)."""
+        if self._remotes:
+            sys.stdout.flush()
+            print(f"{self.round_trips} SSH round trips on {self.connections} connection(s)",
+                  file=sys.stderr, flush=True)
+
     def close(self) -> None:
         for r in self._remotes.values():
             r.close()
 
 
 def admin_host(env: Environment, host: Host) -> Host:
-    """The same instance, reached as the sudo user that host steps need."""
-    return replace(host, ssh=replace(host.ssh, user=env.host_setup.admin_user), become=True)
+    """The same instance, reached as the sudo user that host steps need (with its own key when
+    host.admin_key names one: the deploy key then cannot become root)."""
+    key = env.host_setup.admin_key or host.ssh.key
+    return replace(host, ssh=replace(host.ssh, user=env.host_setup.admin_user, key=key),
+                   become=True)
 
 
 @contextmanager
@@ -129,25 +158,39 @@ def remotes(env: Environment, printer: Printer) -> Iterator[Pool]:
         pool.close()
 
 
-def run_steps(env: Environment, steps: list[Step], printer: Printer) -> list[Row]:
-    """Apply the steps in order. The first failure stops the flow: later steps depend on it."""
+def run_steps(env: Environment, steps: list[Step], pool: Pool,
+              trail: Trail | None = None) -> list[Row]:
+    """Apply the steps in order. The first failure stops the flow: later steps depend on it.
+    Each step's first command on a host also renews the lock (when one is held)."""
     rows: list[Row] = []
-    with remotes(env, printer) as pool:
-        for step in steps:
+
+    def record(row: Row) -> None:
+        rows.append(row)
+        if trail is not None:
+            trail.add(row.host, row.step, row.result.lower(), row.message)
+
+    for step in steps:
+        try:
+            apply = step.prepare(env, pool) if step.prepare else step.apply
+        except StepFailed as exc:
             for host in step.hosts(env):
-                remote = pool.get(host, step.admin)
-                try:
-                    outcome = step.apply(env, host, remote)
-                except StepFailed as exc:
-                    reason = str(exc).splitlines()[0].removeprefix(f"{host.name}: ")
-                    rows.append(Row(step.name, host.name, "FAILED", reason))
-                    remote.say(f"{step.name}: FAILED: {exc}")
-                    return rows
-                rows.append(Row(step.name, host.name, "changed" if outcome.changed else "ok",
-                                outcome.message))
-                remote.say(f"{step.name}: {outcome.message}")
-        printer.line("", f"{pool.round_trips} SSH round trips on {pool.connections} "
-                         f"connection(s)")
+                record(Row(step.name, host.name, "FAILED", str(exc).splitlines()[0]))
+            pool.printer.line("", f"{step.name}: FAILED: {exc}")
+            return rows
+        assert apply is not None, f"step {step.name} has neither apply nor prepare"
+        for host in step.hosts(env):
+            remote = pool.get(host, step.admin)
+            pool.renew(host, remote)
+            try:
+                outcome = apply(env, host, remote)
+            except StepFailed as exc:
+                reason = str(exc).splitlines()[0].removeprefix(f"{host.name}: ")
+                record(Row(step.name, host.name, "FAILED", reason))
+                remote.say(f"{step.name}: FAILED: {exc}")
+                return rows
+            record(Row(step.name, host.name, "changed" if outcome.changed else "ok",
+                       outcome.message))
+            remote.say(f"{step.name}: {outcome.message}")
     return rows
 
 

@@ -9,6 +9,8 @@ body are shown, so "redis is down" also shows who suffers from it.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from fabfile.commands.health import probe
@@ -43,11 +45,12 @@ def plan(env: Environment, host: Host) -> list[str]:
 
 
 def failing_checks(body: str) -> str:
-    """The dependencies a /health body reports as failing, e.g. 'redis: connection refused'."""
+    """The dependencies a /health body reports as failing, e.g. 'redis: connection refused'.
+    A body that is not JSON is kept whole here: it is masked before any cut."""
     try:
         checks = json.loads(body).get("checks", {})
     except (ValueError, AttributeError):
-        return body[:120]
+        return body
     if not isinstance(checks, dict):
         return ""
     return ", ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok")
@@ -94,18 +97,42 @@ def check_host(env: Environment, host: Host, remote: Remote) -> list[Check]:
     return evaluate(env, host, remote.run(probe_command(env, host)).stdout)
 
 
+#: The deploy's gate counts a service unhealthy when it failed this many probes in a row, this
+#: far apart, as Docker counts a health check's retries: one slow answer on a busy host is not
+#: a failed deploy, a service that stays down is.
+PROBES = 3
+PROBE_PAUSE_S = 2.0
+
+
 def apply(env: Environment, host: Host, remote: Remote) -> Outcome:
-    """As a deploy step: fail the flow when anything is unhealthy, naming it."""
-    checks = check_host(env, host, remote)
-    bad = [c for c in checks if not c.healthy]
-    if bad:
-        raise StepFailed(f"{host.name}: unhealthy: " + "; ".join(
-            f"{c.service} ({c.detail})" for c in bad))
-    return Outcome(False, f"all {len(checks)} containers healthy (read-only check)")
+    """As a deploy step: fail the flow when anything stays unhealthy, naming it."""
+    for attempt in range(1, PROBES + 1):
+        checks = check_host(env, host, remote)
+        bad = [c for c in checks if not c.healthy]
+        if not bad:
+            again = f" on probe {attempt} of {PROBES}" if attempt > 1 else ""
+            return Outcome(False, f"all {len(checks)} containers healthy{again} "
+                                  "(read-only check)")
+        if attempt < PROBES:
+            time.sleep(PROBE_PAUSE_S)
+    raise StepFailed(f"{host.name}: unhealthy on {PROBES} probes {PROBE_PAUSE_S:g}s apart: "
+                     + "; ".join(f"{c.service} ({c.detail})" for c in bad))
 
 
 HEALTH = Step("health", ("data", "core"), "docker compose ps and /health of every service",
               plan, apply)
+
+
+def masked(checks: list[Check], mask: Callable[[str], str], width: int = 200) -> list[Check]:
+    """Every text field masked, then the detail cut to `width` (in that order: a secret cut
+    in two would not be recognised)."""
+    out = []
+    for c in checks:
+        fields = {k: mask(v) if isinstance(v, str) else v for k, v in asdict(c).items()}
+        detail = fields["detail"]
+        fields["detail"] = detail if len(detail) <= width else detail[:width - 3] + "..."
+        out.append(Check(**fields))
+    return out
 
 
 def table(checks: list[Check]) -> list[str]:

@@ -22,14 +22,17 @@ from pathlib import Path
 
 import yaml
 
-from fabfile import ROOT, envfile
+from fabfile import ROOT, alternating, envfile
 from fabfile.commands import sandbox as cmd
+from fabfile.config import load_environment
 from fabfile.errors import BadInput, StepFailed
+from fabfile.ops import audit, datatls, pins
 from fabfile.remote import Printer
 from fabfile.services import SERVICES
 
 STATE = ROOT / ".sandbox"
 OVERLAY = STATE / "environment.yml"
+PINS = STATE / "pins.yml"  # the sandbox's infrastructure images by digest
 SSH_PORT = 2222        # host i listens for SSH on 127.0.0.1:SSH_PORT+i-1
 HTTPS_PORT = 8443      # the first core host's 443 and 80 on loopback
 HTTP_PORT = 8080
@@ -37,6 +40,15 @@ INFRA_IMAGES = {"NGINX_IMAGE": "nginx", "MONGO_IMAGE": "mongo", "REDIS_IMAGE": "
                 "POSTGRES_IMAGE": "postgres", "PROMETHEUS_IMAGE": "prometheus"}
 BOOT_TIMEOUT = 180
 PREFIX = "jafar-sandbox"
+# The releases of the stand-in services the registry holds: what `inv release` drills use.
+RELEASE_VARIANTS = {
+    "v1": {"JAFAR_VERSION": "v1"},
+    "v2": {"JAFAR_VERSION": "v2"},
+    "broken": {"JAFAR_VERSION": "broken", "JAFAR_STANDIN_MODE": "broken"},
+    "slow": {"JAFAR_VERSION": "slow", "JAFAR_STANDIN_MODE": "slow:20"},
+    "errors": {"JAFAR_VERSION": "errors", "JAFAR_STANDIN_MODE": "errors"},
+}
+FIRST_RELEASE = "v1"
 
 # .env.ec2 values that are not secrets: how the sandbox's containers reach each other.
 SANDBOX_VALUES = {
@@ -136,23 +148,54 @@ def wait_http(url: str, timeout: int) -> None:
     raise StepFailed(f"{url} did not answer within {timeout}s")
 
 
-def registry_has(repo: str, tag: str) -> bool:
+def registry_config(repo: str, tag: str) -> str | None:
+    """The image id (the manifest's config digest) the registry serves for repo:tag."""
     req = urllib.request.Request(
-        f"http://127.0.0.1:{cmd.REGISTRY_PORT}/v2/{repo}/manifests/{tag}", method="HEAD",
+        f"http://127.0.0.1:{cmd.REGISTRY_PORT}/v2/{repo}/manifests/{tag}",
         headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - loopback only
-            return resp.status == 200
-    except OSError:
-        return False
+            return json.loads(resp.read()).get("config", {}).get("digest")
+    except (OSError, ValueError):
+        return None
+
+
+def registry_digest(repo: str, tag: str) -> str:
+    """The manifest digest the registry serves for repo:tag (what a pull records)."""
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{cmd.REGISTRY_PORT}/v2/{repo}/manifests/{tag}", method="HEAD",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - loopback only
+        return resp.headers["Docker-Content-Digest"]
+
+
+def image_id(ref: str) -> str:
+    return docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
+
+
+def release_variant(base: str, variant: str) -> str:
+    """The stand-in image as the release `variant` (v1, v2, broken...): its version and mode
+    baked in as ENV, so each tag has its own digest."""
+    local = f"{base.rsplit(':', 1)[0]}:{base.rsplit(':', 1)[1]}-{variant}"
+    dockerfile = (f"FROM {base}\nENV " + " ".join(f"{k}={v}" for k, v in
+                                                 RELEASE_VARIANTS[variant].items()) + "\n")
+    proc = subprocess.run(["docker", "build", "--quiet", "--tag", local, "-"],
+                          input=dockerfile, capture_output=True, text=True, timeout=300,
+                          check=False)
+    if proc.returncode != 0:
+        raise StepFailed(f"docker build of {local} failed: {proc.stderr.strip()[-500:]}")
+    return local
 
 
 def publish_images(images: dict[str, str], say: Printer) -> dict[str, str]:
-    """Push the images into the registry; returns the image variables for environment.yml."""
+    """Push the images into the registry (each tag only when the registry serves other bits
+    for it); returns the image variables for environment.yml. The jafar services are pushed
+    as every release variant (v1, v2, broken, slow, errors); the sandbox deploys v1."""
     pushed = 0
-    service_ref = images["jafar-service"]
-    tag = service_ref.rsplit(":", 1)[1]
-    plan = [(service_ref, f"jafar/{s.name}", tag) for s in SERVICES if s.health_port]
+    plan = []
+    for variant in RELEASE_VARIANTS:
+        local = release_variant(images["jafar-service"], variant)
+        plan += [(local, f"jafar/{s.name}", variant) for s in SERVICES if s.health_port]
     variables = {}
     for var, name in INFRA_IMAGES.items():
         ref = images[name]
@@ -160,14 +203,18 @@ def publish_images(images: dict[str, str], say: Printer) -> dict[str, str]:
         variables[var] = f"{cmd.REGISTRY_ALIAS}:{cmd.REGISTRY_PORT}/sandbox/{name}:" \
                          f"{ref.rsplit(':', 1)[1]}"
     for local, repo, ref_tag in plan:
-        if registry_has(repo, ref_tag):
+        if registry_config(repo, ref_tag) == image_id(local):
             continue
         for argv in cmd.push(local, f"127.0.0.1:{cmd.REGISTRY_PORT}/{repo}:{ref_tag}"):
             run_argv(argv)
         pushed += 1
     say.line(cmd.REGISTRY, f"pushed {pushed} images" if pushed else
              f"nothing to push: all {len(plan)} images already in the registry")
-    return {"tag": tag, **variables}
+    # the sandbox runs its infrastructure images by digest, as a pinned environment does
+    repo_tag = {var: ref.split("/", 1)[1].rsplit(":", 1) for var, ref in variables.items()}
+    pins.write(PINS, {var: f"{ref}@{registry_digest(*repo_tag[var])}"
+                      for var, ref in variables.items()})
+    return {"tag": FIRST_RELEASE, **variables}
 
 
 def ensure_files(say: Printer) -> None:
@@ -178,6 +225,9 @@ def ensure_files(say: Printer) -> None:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "jafar-sandbox",
                         "-f", str(key)], check=True, timeout=30)
         say.line("sandbox", f"generated SSH key {key}")
+    operators = STATE / "operators"  # one operator, one file: <person>.pub
+    operators.mkdir(exist_ok=True)
+    (operators / "sandbox-operator.pub").write_text((STATE / "id_ed25519.pub").read_text())
     seed = STATE / "seed"
     seed.mkdir(exist_ok=True)
     (seed / "authorized_keys").write_text((STATE / "id_ed25519.pub").read_text())
@@ -229,7 +279,10 @@ def env_file_text(data: str | None, old: dict[str, str]) -> str:
     }
     lines = []
     for key in envfile.example_keys():
-        if key in addresses or key in SANDBOX_VALUES:
+        if key in alternating.USERS.values() and alternating.base(old.get(key, "")) == \
+                SANDBOX_VALUES[key]:
+            value = old[key]  # a rotation moved the services to the twin: keep it
+        elif key in addresses or key in SANDBOX_VALUES:
             value = addresses.get(key) or SANDBOX_VALUES[key]
         elif old.get(key):
             value = old[key]
@@ -269,11 +322,12 @@ def write_overlay(hosts: list[SandboxHost], images: dict[str, str]) -> None:
     for h in hosts:
         entry = {"name": h.name, "address": "127.0.0.1", "port": h.ssh_port, "user": "deploy",
                  "key": str(STATE / "id_ed25519"), "roles": list(h.roles)}
-        if split and "data" in h.roles:
+        if split:  # the sandbox bridge: how the hosts reach each other
             entry["private_address"] = h.ip
         entries.append(entry)
     overlay = {"tag": images["tag"], "topology": "split" if split else "single",
-               "images": {k: v for k, v in images.items() if k != "tag"}, "hosts": entries}
+               "images": {k: v for k, v in images.items() if k != "tag"}, "pins": str(PINS),
+               "hosts": entries}
     if split:
         overlay["private_cidr"] = cmd.SUBNET
     OVERLAY.write_text("# written by inv sandbox.up; do not edit\n" +
@@ -305,6 +359,8 @@ def up(count: int, say: Printer) -> None:
         say.line(h.name, f"ready: ssh admin@127.0.0.1 -p {h.ssh_port} ({', '.join(h.roles)})")
     (STATE / "known_hosts").write_text("".join(known))
     write_overlay(hosts, published)
+    for done in datatls.ensure(load_environment("sandbox")):
+        say.line("sandbox", f"data plane TLS: {done}")
     say.line("sandbox", f"up: {len(hosts)} host(s); gateway will answer on "
                         f"https://127.0.0.1:{HTTPS_PORT}/ after inv deploy --host sandbox")
 
@@ -331,6 +387,10 @@ def down(say: Printer, purge: bool = False) -> None:
             docker("volume", "rm", "--force", *volumes)
             say.line("sandbox", f"removed volumes {', '.join(volumes)}")
         docker("network", "rm", cmd.NETWORK, check=False)
+        for trail in (audit.local_path("sandbox"), audit.local_dir() / "sandbox.unsent.log"):
+            if trail.exists():  # this machine's copy of the destroyed hosts' audit trail
+                trail.unlink()
+                say.line("sandbox", f"removed {trail}")
         if STATE.exists():
             subprocess.run(["rm", "-rf", str(STATE)], check=True, timeout=60)
             say.line("sandbox", f"removed {STATE}")

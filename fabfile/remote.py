@@ -10,23 +10,27 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import shlex
 import socket
 import sys
 import threading
 import time
+import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
 import paramiko
 from fabric import Config, Connection
-from invoke.exceptions import CommandTimedOut
 
 from fabfile.config import Endpoint, Environment, Host
 from fabfile.errors import BadInput, StepFailed
 
 MASK = "********"
+KEEPALIVE = 10   # seconds of silence before the host is asked whether it is still there
+DEAD_AFTER = 20  # seconds without an answer to that question: the host stopped answering
 
 # paramiko's transport thread logs connection errors with tracebacks to stderr; the suite
 # reports them itself, in one line
@@ -34,15 +38,45 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 class Masker:
-    """Replaces every secret value with a fixed mask, longest first (one may contain another)."""
+    """Replaces every secret value with a fixed mask, longest first (one may contain another),
+    and also the forms a secret takes on its way through other programs: escaped in JSON,
+    percent-encoded in a URL, base64 (HTTP basic auth, Kubernetes-style files). Mask first,
+    cut afterwards: a cut secret is no longer recognised."""
 
     def __init__(self, secrets: list[str] | tuple[str, ...] = ()) -> None:
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self.secrets: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: list[str] | tuple[str, ...]) -> None:
+        """Mask these too (a rotation's new values, before anything can print them)."""
+        forms = set(self.secrets) | {form for s in secrets if s for form in encoded_forms(s)}
+        self.secrets = sorted(forms, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, MASK)
         return text
+
+    def value(self, data: object) -> object:
+        """Mask every string inside a structure (before it is serialised)."""
+        if isinstance(data, str):
+            return self(data)
+        if isinstance(data, dict):
+            return {self(str(k)): self.value(v) for k, v in data.items()}
+        if isinstance(data, list | tuple):
+            return [self.value(v) for v in data]
+        return data
+
+
+def encoded_forms(secret: str) -> set[str]:
+    """The secret, and how JSON, URLs and base64 write it (those forms at least 6 characters
+    long, so that a short encoding never masks ordinary text)."""
+    raw = secret.encode()
+    forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
+             urllib.parse.quote(secret, safe=""),
+             urllib.parse.quote_plus(secret), base64.b64encode(raw).decode().rstrip("="),
+             base64.urlsafe_b64encode(raw).decode().rstrip("=")}
+    return {secret} | {f for f in forms if len(f) >= 6}
 
 
 class Printer:
@@ -126,6 +160,7 @@ def open_connection(env: Environment, host: Host) -> Connection:
     gateway = _connection(env, env.bastion, None) if env.bastion else None
     conn = _connection(env, host.ssh, gateway)
     where = f"{host.ssh.user}@{known_hosts_name(host.ssh)}"
+    started = time.monotonic()
     try:
         conn.open()
     except paramiko.BadHostKeyException as exc:
@@ -138,14 +173,25 @@ def open_connection(env: Environment, host: Host) -> Connection:
             raise StepFailed(f"{host.name}: host key of {where} is not known; refusing to "
                              f"connect. Check and record it: inv host.trust --host "
                              f"{env.name}") from None
+        waited = time.monotonic() - started
+        if waited >= env.connect_timeout - 1 or "banner" in str(exc) or "session" in str(exc):
+            raise StepFailed(f"{host.name}: {where} accepted the connection but its SSH server "
+                             f"did not answer within {env.connect_timeout}s (timed out after "
+                             f"{waited:.0f}s): the host may be frozen or overloaded") from None
         raise StepFailed(f"{host.name}: SSH to {where} failed: {exc}") from None
     except (TimeoutError, OSError) as exc:
         raise StepFailed(f"{host.name}: cannot reach {where}: {exc}") from None
+    conn.client.get_transport().set_keepalive(KEEPALIVE)  # type: ignore[union-attr]
     return conn
 
 
 class Remote:
-    """One host's connection, reused by every step of a run, with sudo, timeouts and masking."""
+    """One host's connection, reused by every step of a run, with sudo, timeouts and masking.
+
+    Commands run on their own SSH channel (not Fabric's runner): stdin is sent in one piece,
+    output can be streamed line by line, and the command in flight can be stopped with an SSH
+    `signal` request on Ctrl-C (closing the client alone leaves it running on the host).
+    """
 
     def __init__(self, env: Environment, host: Host, printer: Printer,
                  conn: Connection | None = None) -> None:
@@ -153,7 +199,9 @@ class Remote:
         self.host = host
         self.printer = printer
         self._conn = conn
+        self._active: paramiko.Channel | None = None
         self.round_trips = 0
+        self.prologue = ""  # prepended once to the next command (the lock's renewal)
 
     @property
     def conn(self) -> Connection:
@@ -168,73 +216,162 @@ class Remote:
     def say(self, text: str) -> None:
         self.printer.line(self.host.name, text)
 
-    def run(self, command: str, *, timeout: int | None = None, check: bool = True) -> Result:
-        """Run one command; non-zero exit raises StepFailed unless check=False."""
-        wire = self.wrap(command)
-        limit = timeout or self.env.command_timeout
+    def run(self, command: str, *, timeout: int | None = None, check: bool = True,
+            on_line: Callable[[str], None] | None = None) -> Result:
+        """Run one command; non-zero exit raises StepFailed unless check=False. `on_line`
+        receives each stdout line as it arrives (streaming)."""
+        return self._exec(command, None, timeout or self.env.command_timeout, check, on_line)
+
+    def run_with_input(self, command: str, data: bytes, *, timeout: int | None = None,
+                       check: bool = True) -> Result:
+        """Run a command fed `data` on stdin: how secret files travel (never on argv)."""
+        return self._exec(command, data, timeout or self.env.command_timeout, check, None)
+
+    def _exec(self, command: str, data: bytes | None, limit: int, check: bool,
+              on_line: Callable[[str], None] | None) -> Result:
+        sent = self.prologue + command
+        self.prologue = ""
+        wire = self.wrap(sent)
         self.round_trips += 1
+        transport = self.conn.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise StepFailed(f"{self.host.name}: SSH transport is closed")
         try:
-            r = self.conn.run(wire, hide=True, warn=True, timeout=limit, in_stream=False)
-        except CommandTimedOut:
+            chan = transport.open_session(timeout=self.env.connect_timeout)
+        except (paramiko.SSHException, OSError):
+            raise StepFailed(f"{self.host.name}: the host stopped answering (no new channel "
+                             f"within {self.env.connect_timeout}s): "
+                             f"{self.printer.mask(short(command))}") from None
+        self._active = chan
+        out, err = bytearray(), bytearray()
+        pending = bytearray()
+        try:
+            chan.settimeout(limit)
+            chan.exec_command(wire)
+            if data:
+                chan.sendall(data)
+            chan.shutdown_write()
+            deadline = time.monotonic() + limit
+            idle = 0.002  # poll fast for quick commands, back off to 50 ms for long ones
+            heard = time.monotonic()
+            probe: tuple[threading.Event, float] | None = None
+            while True:
+                if probe is not None and probe[0].is_set():
+                    probe, heard = None, time.monotonic()
+                if chan.recv_ready():
+                    chunk = chan.recv(65536)
+                    out += chunk
+                    if on_line is not None:
+                        pending += chunk
+                        *lines, rest = pending.split(b"\n")
+                        pending = bytearray(rest)
+                        for line in lines:
+                            on_line(line.decode(errors="replace"))
+                elif chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                elif chan.exit_status_ready():
+                    # output that arrived between the checks above is buffered by now
+                    if not (chan.recv_ready() or chan.recv_stderr_ready()):
+                        break
+                    continue
+                elif time.monotonic() > deadline:
+                    raise TimeoutError
+                else:
+                    quiet = time.monotonic() - heard
+                    if probe is None and quiet > KEEPALIVE:
+                        probe = (ask_alive(transport), time.monotonic())
+                    elif probe is not None and time.monotonic() - probe[1] > DEAD_AFTER:
+                        raise StepFailed(f"{self.host.name}: the host stopped answering (no "
+                                         f"reply for {quiet:.0f}s, even to a keepalive); the "
+                                         "command may still be running there: "
+                                         f"{self.printer.mask(short(command))}")
+                    time.sleep(idle)
+                    idle = min(idle * 1.5, 0.05)
+                    continue
+                idle, heard = 0.002, time.monotonic()
+            code = chan.recv_exit_status()
+        except KeyboardInterrupt:
+            stop(chan)
+            raise
+        except TimeoutError:
             raise StepFailed(f"{self.host.name}: command timed out after {limit}s: "
-                             f"{self.printer.mask(command)}") from None
-        result = Result(command, r.stdout, r.stderr, r.exited)
+                             f"{self.printer.mask(short(command))}") from None
+        finally:
+            self._active = None
+            chan.close()
+        if on_line is not None and pending:
+            on_line(pending.decode(errors="replace"))
+        result = Result(command, out.decode(errors="replace"), err.decode(errors="replace"), code)
         if check and not result.ok:
             raise StepFailed(self.failure(result))
         return result
 
+    def interrupt(self) -> bool:
+        """Stop the command in flight from another thread. True when one was running."""
+        chan = self._active
+        if chan is None or chan.closed:
+            return False
+        stop(chan)
+        return True
+
     def failure(self, result: Result) -> str:
-        detail = (result.stderr.strip() or result.stdout.strip()).splitlines()[-5:]
-        lines = result.command.splitlines()
-        shown = lines[0] if len(lines) == 1 else f"(a script of {len(lines)} lines)"
-        return self.printer.mask(
-            f"{self.host.name}: exit {result.exited}: {shown}"
-            + ("\n  " + "\n  ".join(detail) if detail else ""))
-
-    def run_with_input(self, command: str, data: bytes, *, timeout: int | None = None) -> Result:
-        """Run a command fed `data` on stdin: how secret files travel (never on argv).
-
-        Invoke's stdin pump sends one byte per 10 ms, so this uses the SSH channel directly.
-        """
-        wire = self.wrap(command)
-        limit = timeout or self.env.command_timeout
-        self.round_trips += 1
-        transport = self.conn.client.get_transport()
-        if transport is None:
-            raise StepFailed(f"{self.host.name}: SSH transport is closed")
-        chan = transport.open_session(timeout=self.env.connect_timeout)
-        try:
-            chan.settimeout(limit)
-            chan.exec_command(wire)
-            chan.sendall(data)
-            chan.shutdown_write()
-            deadline = time.monotonic() + limit
-            out, err = bytearray(), bytearray()
-            while not (chan.exit_status_ready() and not chan.recv_ready()
-                       and not chan.recv_stderr_ready()):
-                if time.monotonic() > deadline:
-                    raise StepFailed(f"{self.host.name}: command timed out after {limit}s: "
-                                     f"{self.printer.mask(command)}")
-                if chan.recv_ready():
-                    out += chan.recv(65536)
-                elif chan.recv_stderr_ready():
-                    err += chan.recv_stderr(65536)
-                else:
-                    time.sleep(0.01)
-            code = chan.recv_exit_status()
-        except TimeoutError:
-            raise StepFailed(f"{self.host.name}: command timed out after {limit}s: "
-                             f"{self.printer.mask(command)}") from None
-        finally:
-            chan.close()
-        result = Result(command, out.decode(errors="replace"), err.decode(errors="replace"), code)
-        if not result.ok:
-            raise StepFailed(self.failure(result))
-        return result
+        """First line: the cause (the command's last error line), then the command in short;
+        then the last lines of its output. Masked."""
+        mask = self.printer.mask  # before anything is cut: a cut secret would not be masked
+        detail = [line for line in mask(result.stderr.strip() or result.stdout.strip())
+                  .splitlines() if line.strip()][-5:]
+        cause = detail[-1].strip()[:200] if detail else "no output"
+        command = mask(short(result.command))
+        command = command if len(command) <= 80 else command[:77] + "..."
+        return (f"{self.host.name}: {cause} (exit {result.exited}: {command})"
+                + ("\n  " + "\n  ".join(detail) if len(detail) > 1 else ""))
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
+
+
+def short(command: str) -> str:
+    """A command as error messages show it: its first line, or its size when it is a script."""
+    lines = command.splitlines()
+    return lines[0] if len(lines) == 1 else f"(a script of {len(lines)} lines)"
+
+
+def stop(chan: paramiko.Channel, wait: float = 5.0) -> None:
+    """Ctrl-C: SIGTERM to the command's process group on the host (sshd delivers it), then
+    wait (bounded) for it to end. Closing the client alone would leave it running."""
+    send_signal(chan, "TERM")
+    deadline = time.monotonic() + wait
+    while not chan.exit_status_ready() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def ask_alive(transport: paramiko.Transport) -> threading.Event:
+    """Send an SSH keepalive that wants a reply (OpenSSH answers any global request); the
+    event is set when the reply arrives. paramiko's own keepalive wants none, so it cannot
+    tell a frozen host, and its global_request() would wait forever."""
+    event = threading.Event()
+    transport.completion_event = event
+    msg = paramiko.Message()
+    msg.add_byte(paramiko.common.cMSG_GLOBAL_REQUEST)
+    msg.add_string("keepalive@openssh.com")
+    msg.add_boolean(True)
+    transport._send_user_message(msg)  # noqa: SLF001 - no public API for this request
+    return event
+
+
+def send_signal(chan: paramiko.Channel, name: str) -> None:
+    """RFC 4254 "signal" channel request: sshd (OpenSSH 7.8+) sends it to the session's
+    process group. paramiko has no public call for it."""
+    msg = paramiko.Message()
+    msg.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
+    msg.add_int(chan.remote_chanid)
+    msg.add_string("signal")
+    msg.add_boolean(False)
+    msg.add_string(name)
+    transport = chan.get_transport()
+    if transport is not None and transport.is_active():
+        transport._send_user_message(msg)  # noqa: SLF001 - no public API for this request
 
 
 def become(command: str) -> str:

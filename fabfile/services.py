@@ -1,7 +1,8 @@
 """The services of the two Compose stacks, as the suite needs to know them.
 
-One table, so validation (scale, health) and the health probe agree with the compose files;
-a unit test checks this table against the compose files themselves.
+The one place that knows the service catalogue: validation (scale, logs), the health probe, the
+gateway's routes and the capacity check read it. Static tests check it against the compose files
+and the gateway's nginx.conf, so it cannot drift from them.
 """
 
 from __future__ import annotations
@@ -16,31 +17,61 @@ class Service:
     name: str
     stack: str                 # "data" or "core"
     health_port: int | None    # HTTP port of GET /health, None when only Docker's check applies
+    memory_mb: int             # the compose file's memory limit
     scalable: bool = False
     profile: str | None = None  # compose profile that enables it (None: always on)
+    route: str | None = None    # the gateway's location prefix for a jafar service
+    uses: tuple[str, ...] = ()  # data stores it connects to (its pool counts against them)
+    uid: int = 0                # the user its container runs as (who may read its secrets)
+
+    @property
+    def short(self) -> str:
+        """`api` for api-service: the name `inv scale` accepts besides the full one."""
+        return self.name.removesuffix("-service")
+
+    @property
+    def image_variable(self) -> str:
+        """The compose variable that pins this service's image (JAFAR_IMAGE_API_SERVICE)."""
+        return "JAFAR_IMAGE_" + self.name.upper().replace("-", "_")
+
+    @property
+    def upstream(self) -> str:
+        """The nginx upstream block the gateway proxies this service's route to."""
+        return f"jafar_{self.short}"
 
 
 JAFAR_PORT = 3000
 
 SERVICES: tuple[Service, ...] = (
-    Service("mongo-primary", "data", None),
-    Service("mongo-secondary", "data", None),
-    Service("mongo-arbiter", "data", None),
-    Service("redis", "data", None),
-    Service("postgres-ledger", "data", None),
-    Service("gateway", "core", None),
-    Service("auth-service", "core", JAFAR_PORT, scalable=True),
-    Service("api-service", "core", JAFAR_PORT, scalable=True),
-    Service("wallet-service", "core", JAFAR_PORT, scalable=True),
-    Service("transaction-service", "core", JAFAR_PORT, scalable=True),
-    Service("ledger-service", "core", JAFAR_PORT, scalable=True),
-    Service("notification-service", "core", JAFAR_PORT, scalable=True),
-    Service("risk-service", "core", JAFAR_PORT, scalable=True),
-    Service("prometheus", "core", None),
-    Service("grafana", "core", None, profile="grafana"),
+    # uid 999: the official mongo, redis and postgres images' users (mongodb, redis, postgres)
+    Service("mongo-primary", "data", None, 2048, uid=999),
+    Service("mongo-secondary", "data", None, 2048, uid=999),
+    Service("mongo-arbiter", "data", None, 512, uid=999),
+    Service("redis", "data", None, 1024, uid=999),
+    Service("postgres-ledger", "data", None, 1024, uid=999),
+    Service("gateway", "core", None, 256, uid=0),  # nginx's master reads the TLS key
+    # the seven jafar services, in the gateway's routing order
+    Service("api-service", "core", JAFAR_PORT, 512, True, route="/api/",
+            uses=("mongo", "redis"), uid=1000),
+    Service("auth-service", "core", JAFAR_PORT, 512, True, route="/auth/",
+            uses=("mongo", "redis"), uid=1000),
+    Service("wallet-service", "core", JAFAR_PORT, 512, True, route="/wallet/",
+            uses=("mongo",), uid=1000),
+    Service("transaction-service", "core", JAFAR_PORT, 512, True, route="/transactions/",
+            uses=("mongo", "redis"), uid=1000),
+    Service("ledger-service", "core", JAFAR_PORT, 512, True, route="/ledger/",
+            uses=("postgres", "mongo"), uid=1000),
+    Service("notification-service", "core", JAFAR_PORT, 512, True, route="/notifications/",
+            uses=("redis",), uid=1000),
+    Service("risk-service", "core", JAFAR_PORT, 512, True, route="/risk/",
+            uses=("mongo", "redis"), uid=1000),
+    Service("prometheus", "core", None, 1024, uid=65534),
+    Service("grafana", "core", None, 512, profile="grafana", uid=472),
 )
 
 STACKS = ("data", "core")
+BY_NAME = {s.name: s for s in SERVICES}
+JAFAR = tuple(s for s in SERVICES if s.scalable)
 
 
 def stack_services(stack: str, env: Environment) -> tuple[Service, ...]:
@@ -51,3 +82,11 @@ def stack_services(stack: str, env: Environment) -> tuple[Service, ...]:
 
 def compose_project(env: Environment, stack: str) -> str:
     return f"{env.project}-{stack}"
+
+
+def jafar_service(name: str) -> Service | None:
+    """A jafar service by its full (`api-service`) or short (`api`) name."""
+    for s in JAFAR:
+        if name in (s.name, s.short):
+            return s
+    return None

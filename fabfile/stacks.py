@@ -1,4 +1,4 @@
-"""data.up and core.up: bring a Compose stack to its declared state and wait until healthy.
+"""data.up: bring the data stack to its declared state and wait until healthy.
 
 Compose itself only recreates what changed; the before/after snapshot of container ids and
 start times is how the step knows, and says, whether anything was created or restarted.
@@ -6,12 +6,15 @@ start times is how the step knows, and says, whether anything was created or res
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
+from fabfile.aws import logs
 from fabfile.commands import compose as cmd
 from fabfile.config import Environment, Host
 from fabfile.errors import StepFailed
-from fabfile.flow import Outcome, Step
+from fabfile.flow import Outcome, Pool, Step
+from fabfile.ops import registry
 from fabfile.remote import Remote
 from fabfile.services import compose_project
 from fabfile.sync import wire
@@ -41,6 +44,7 @@ def changes(before: str, after: str) -> list[str]:
 
 def apply_up(stack: str, env: Environment, host: Host, remote: Remote) -> Outcome:
     remote.run(cmd.config_check(env, stack))
+    registry.login(env, remote)  # compose pulls what the host does not have yet
     before = remote.run(cmd.snapshot(env, stack)).stdout
     up = remote.run(cmd.up(env, stack, wait_timeout(env)),
                     timeout=wait_timeout(env) + GRACE, check=False)
@@ -58,7 +62,11 @@ def apply_up(stack: str, env: Environment, host: Host, remote: Remote) -> Outcom
                          "all healthy")
 
 
+def prepare_data(env: Environment, pool: Pool) -> Callable[[Environment, Host, Remote], Outcome]:
+    """The log groups first, when the stack logs to CloudWatch."""
+    logs.prepare(env, lambda change: pool.printer.line("aws", change))
+    return partial(apply_up, "data")
+
+
 DATA_UP = Step("data.up", ("data",), "start the data stack and wait until healthy",
-               partial(plan_up, "data"), partial(apply_up, "data"))
-CORE_UP = Step("core.up", ("core",), "start the core stack and wait until healthy",
-               partial(plan_up, "core"), partial(apply_up, "core"))
+               partial(plan_up, "data"), prepare=prepare_data)

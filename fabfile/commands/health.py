@@ -15,7 +15,7 @@ def probe(projects: list[str], http_services: list[str], port: int, gateway: boo
     """Prints `C<TAB>service<TAB>container<TAB>state<TAB>health` per container, then
     `H<TAB>container<TAB>body<TAB>code` for each running HTTP service (GET /health on the
     container's own address, so every replica is checked), and `G<TAB>code` for the gateway's
-    HTTPS /health on the host."""
+    HTTPS /health on the host. Each request has the 5 s the Compose health checks give."""
     listings = "; ".join(shlex.join(["docker", "ps", "--all", "--quiet", "--no-trunc",
                                       "--filter", f"label={LABEL}={p}"]) for p in projects)
     lines = [
@@ -29,7 +29,7 @@ def probe(projects: list[str], http_services: list[str], port: int, gateway: boo
         "      *\" $svc \"*)",
         "        ip=${ips%% *}",
         "        if [ \"$state\" = running ] && [ -n \"$ip\" ]; then",
-        f"          resp=$(curl -s -m 3 -w '\\n%{{http_code}}' \"http://$ip:{port}/health\")",
+        f"          resp=$(curl -s -m 5 -w '\\n%{{http_code}}' \"http://$ip:{port}/health\")",
         "          code=$(printf '%s' \"$resp\" | tail -n 1)",
         "          body=$(printf '%s' \"$resp\" | sed '$d' | tr '\\n\\t' '  ')",
         "          printf 'H\\t%s\\t%s\\t%s\\n' \"${name#/}\" \"$body\" \"$code\"",
@@ -39,6 +39,6 @@ def probe(projects: list[str], http_services: list[str], port: int, gateway: boo
         "fi",
     ]
     if gateway:
-        lines.append("printf 'G\\t%s\\n' \"$(curl -sk -m 3 -o /dev/null -w '%{http_code}' "
+        lines.append("printf 'G\\t%s\\n' \"$(curl -sk -m 5 -o /dev/null -w '%{http_code}' "
                      "https://127.0.0.1/health)\"")
     return "\n".join(lines)

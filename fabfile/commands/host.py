@@ -35,9 +35,10 @@ def ensure_packages(packages: list[str]) -> str:
 
 
 def ensure_file(path: str, content: str, mode: str = "0644", owner: str = "root",
-                on_change: str = "", target: str | None = None) -> str:
+                on_change: str = "", target: str | None = None, validate: str = "") -> str:
     """Write PATH when its content, mode or owner differ; then run `on_change`.
-    `target` is the path as a shell expression when it is only known on the host."""
+    `target` is the path as a shell expression when it is only known on the host; `validate`
+    is a command the new file must pass (given its temporary path) before it replaces PATH."""
     data = base64.b64encode(content.encode()).decode()
     q = target or shlex.quote(path)
     want = shlex.quote(f"{int(mode, 8):o} {owner}")
@@ -49,6 +50,9 @@ def ensure_file(path: str, content: str, mode: str = "0644", owner: str = "root"
         f"  mkdir -p \"$(dirname {q})\"",
         f"  printf %s {data} | base64 -d > {q}.jafar-tmp",
         f"  chmod {mode} {q}.jafar-tmp && chown {shlex.quote(owner)}: {q}.jafar-tmp",
+        *([f"  {validate} {q}.jafar-tmp || {{ rm -f {q}.jafar-tmp; echo "
+           f"{shlex.quote(f'{path}: rejected by {validate}')} >&2; exit 1; }}"]
+          if validate else []),
         f"  mv -f {q}.jafar-tmp {q}",
         f"  echo {shlex.quote('CHANGED ' + path)}",
     ]
@@ -89,13 +93,57 @@ def ensure_user(user: str, group: str, home_keys: str) -> str:
 
 
 def ensure_dir(path: str, owner: str, mode: str = "0750") -> str:
+    """The folder itself with this owner and mode; never recursive (what is inside is not the
+    suite's to change: `deploy_path: /etc` would otherwise have given /etc away)."""
     q = shlex.quote(path)
     want = shlex.quote(f"{int(mode, 8):o} {owner}")
     return "\n".join([
         f"if [ \"$(stat -c '%a %U' {q} 2>/dev/null || echo none)\" != {want} ]; then",
         f"  install -d -m {mode} -o {shlex.quote(owner)} -g {shlex.quote(owner)} {q}",
-        f"  chown -R {shlex.quote(owner)}: {q}",
         f"  echo {shlex.quote(f'CHANGED {path} owned by {owner}')}",
         "fi",
     ])
 
+
+def ensure_setting(path: str, key: str, value: str, separator: str = " ") -> str:
+    """KEY set to VALUE in a `KEY VALUE` (or `KEY=VALUE`) file such as /etc/login.defs: every
+    active line naming KEY becomes `KEY VALUE` (the last one would win); without one, the line
+    is added. Comments are left alone."""
+    q = shlex.quote(path)
+    line = f"{key}{separator}{value}"
+    active = f"^[[:space:]]*{key}[[:space:]]*{'=' if separator.strip() == '=' else '[[:space:]]'}"
+    return "\n".join([
+        f"have=$(sed -n -E {shlex.quote(f's/{active}[[:space:]]*//p')} {q} "
+        "| sed -E 's/[[:space:]]+$//' | sort -u)",
+        f"if [ \"$have\" != {shlex.quote(value)} ]; then",
+        f"  if [ -n \"$have\" ]; then sed -i -E {shlex.quote(f's/{active}.*/{line}/')} {q}",
+        f"  else printf '%s\\n' {shlex.quote(line)} >> {q}; fi",
+        f"  echo {shlex.quote(f'CHANGED {path}: {line}')}",
+        "fi",
+    ])
+
+
+def ufw_rules(wanted: list[str]) -> str:
+    """Make ufw's rules exactly `wanted` (as `ufw show added` prints them, the SSH rule first)
+    without a moment in which SSH is not allowed: the wanted rules are added first, then the
+    others deleted; if anything fails half way, the SSH rule is put back (or, if even that
+    fails, ufw is disabled) before the script exits: a broken rule set never locks us out."""
+    rules = "\n".join(wanted)
+    return "\n".join([
+        f"wanted=$(cat <<'RULES'\n{rules}\nRULES\n)",
+        "have=$(ufw show added | sed -n 's/^ufw //p' || true)",
+        "sorted_have=$(printf '%s\\n' \"$have\" | sort)",
+        'if [ "$sorted_have" != "$(printf \'%s\\n\' "$wanted" | sort)" ]; then',
+        f"  keep_ssh() {{ ufw {wanted[0]} >/dev/null 2>&1 || "
+        "ufw --force disable >/dev/null 2>&1; }",
+        "  trap 'rc=$?; [ $rc -eq 0 ] || keep_ssh; exit $rc' EXIT",
+        '  printf \'%s\\n\' "$wanted" | while read -r rule; do eval "ufw $rule" >/dev/null; done',
+        '  printf \'%s\\n\' "$have" | while read -r rule; do',
+        '    [ -n "$rule" ] || continue',
+        '    printf \'%s\\n\' "$wanted" | grep -qxF -- "$rule" || '
+        'eval "ufw --force delete $rule" >/dev/null',
+        "  done",
+        "  trap - EXIT",
+        "  echo 'CHANGED ufw rules'",
+        "fi",
+    ])

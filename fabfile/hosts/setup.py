@@ -2,8 +2,9 @@
 
 Both connect as the AMI's sudo user (`host.admin_user`), run one script of check-then-act
 snippets (commands/host.py) and report what changed. host.harden validates the new sshd
-config with `sshd -t` before the reload, and afterwards opens a NEW connection as the deploy
-user: if that fails, it restores the previous config, reloads, and says so.
+config with `sshd -t` before the reload, and afterwards opens NEW connections as the deploy
+user and as the admin user: if one fails, it restores the previous config, reloads, and says
+so. The firewall rules change without a moment in which SSH is not allowed.
 """
 
 from __future__ import annotations
@@ -14,19 +15,21 @@ from dataclasses import replace
 
 import paramiko
 
-from fabfile import ROOT
+from fabfile.commands import audit as audit_cmd
 from fabfile.commands import host as cmd
 from fabfile.config import Environment, Host
 from fabfile.errors import BadInput, StepFailed
-from fabfile.flow import Outcome, Step
+from fabfile.flow import Outcome, Step, admin_host
+from fabfile.hosts import HARDENING, baseline
 from fabfile.remote import Remote, become, open_connection
 
-HARDENING = ROOT / "config" / "hardening"
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/10-jafar-hardening.conf"
 SYSCTL_NETWORK = "/etc/sysctl.d/90-jafar-network.conf"
 PLUGIN_PATH = "/usr/libexec/docker/cli-plugins/docker-compose"
+SUDOERS_AUDIT = "/etc/sudoers.d/jafar-audit"
 DATA_PORTS = ("27017:27019", "6379", "5432")
-BASE_PACKAGES = ["ca-certificates", "curl", "gnupg", "unattended-upgrades", "iproute2"]
+DOCKER_POOLS = ("172.16.0.0/12", "192.168.0.0/16")  # Docker's default address pools
+BASE_PACKAGES = ["ca-certificates", "curl", "gnupg", "unattended-upgrades", "iproute2", "acl"]
 HARDEN_PACKAGES = ["fail2ban", "python3-systemd", "ufw", "iptables"]
 DOCKER_APT_KEY_FINGERPRINT = "9DC858229FC7DD38854AE2D88D81803C0EBFCD88"
 
@@ -72,6 +75,12 @@ def daemon_json(env: Environment) -> str:
         "log-opts": {"max-size": "10m", "max-file": "5"},
         "live-restore": True,
         "userland-proxy": False,
+        # CIS Docker 2.1, 2.14, 5.x: no traffic between containers on the default bridge (the
+        # stacks use their own networks), no privilege gain through setuid binaries in any
+        # container, no core dumps (they would hold secrets from memory)
+        "icc": False,
+        "no-new-privileges": True,
+        "default-ulimits": {"core": {"Name": "core", "Hard": 0, "Soft": 0}},
     }
     if env.host_setup.insecure_registries:
         settings["insecure-registries"] = list(env.host_setup.insecure_registries)
@@ -117,7 +126,15 @@ def prepare_script(env: Environment, host: Host) -> str:
         cmd.ensure_file("/etc/apt/apt.conf.d/20auto-upgrades",
                         (HARDENING / "auto-upgrades.conf").read_text()),
         cmd.ensure_user(setup.deploy_user, "docker", operator_keys_text(env)),
-        cmd.ensure_dir(env.deploy_path, setup.deploy_user),
+        # the suite's own folders (a lock taken as root before this step made some of them)
+        *(cmd.ensure_dir(f"{env.deploy_path}{sub}", setup.deploy_user)
+          for sub in ("", "/state", "/state/locks")),
+        # the audit trail: root-owned, appended only through one narrow sudo helper
+        cmd.ensure_file(audit_cmd.HELPER, (HARDENING / "jafar-audit-append").read_text(),
+                        "0755"),
+        cmd.ensure_file(SUDOERS_AUDIT, audit_cmd.sudoers(setup.deploy_user), "0440",
+                        validate="visudo -cqf"),
+        audit_cmd.prepare_trail(setup.deploy_user),
     ]
     if not setup.shared_kernel:
         parts.append(cmd.ensure_service("chrony"))
@@ -154,9 +171,14 @@ def apply_prepare(env: Environment, host: Host, remote: Remote) -> Outcome:
 # --- harden ---------------------------------------------------------------------------------
 
 def sshd_config(env: Environment) -> str:
-    extra = "".join(f"{line}\n" for line in env.host_setup.sshd_extra)
-    return (HARDENING / "sshd.conf").read_text() + (
-        f"# site-specific (host.sshd_extra)\n{extra}" if extra else "")
+    """The drop-in: the baseline, then who may log in at all (the deploy user and the admin
+    user, nobody else), then the site's own lines."""
+    setup = env.host_setup
+    extra = "".join(f"{line}\n" for line in setup.sshd_extra)
+    return ((HARDENING / "sshd.conf").read_text()
+            + f"# only the suite's two users (host.deploy_user, host.admin_user)\n"
+              f"AllowUsers {setup.deploy_user} {setup.admin_user}\n"
+            + (f"# site-specific (host.sshd_extra)\n{extra}" if extra else ""))
 
 
 def sshd_script(env: Environment) -> str:
@@ -168,6 +190,7 @@ def sshd_script(env: Environment) -> str:
         "mkdir -p /run/sshd",
         f"if [ -f {SSHD_DROPIN} ]; then cp -p {SSHD_DROPIN} {SSHD_DROPIN}.jafar-prev; "
         f"else rm -f {SSHD_DROPIN}.jafar-prev; fi",
+        baseline.banner_script(),
         cmd.ensure_file(SSHD_DROPIN, content, "0644"),
         "if ! err=$(sshd -t 2>&1); then",
         f"  {restore_sshd_script()}",
@@ -192,9 +215,20 @@ def ufw_rules(env: Environment, host: Host) -> list[str]:
              f"allow from {cidr} to any port 22 proto tcp"]
     if host.has("core"):
         rules.append("allow 80,443/tcp")
-    if host.has("data") and env.private_cidr:
-        rules += [f"allow from {env.private_cidr} to any port {p} proto tcp" for p in DATA_PORTS]
+    if host.has("data") and env.topology == "split":
+        rules += [f"allow from {source} to any port {p} proto tcp"
+                  for source in core_addresses(env) for p in DATA_PORTS]
+    # node_exporter listens on the Docker bridge's address only; containers (Prometheus) come
+    # from Docker's address pools
+    rules += [f"allow from {pool} to any port {baseline.NODE_EXPORTER_PORT} proto tcp"
+              for pool in DOCKER_POOLS]
     return rules
+
+
+def core_addresses(env: Environment) -> list[str]:
+    """Where the data ports may be reached from: each core host's private address, nothing
+    else of the VPC (a compromised bastion or a stray instance gets nothing)."""
+    return [h.private_address or h.ssh.address for h in env.hosts_with("core")]
 
 
 def docker_user_rules(env: Environment, host: Host) -> str:
@@ -206,16 +240,15 @@ def docker_user_rules(env: Environment, host: Host) -> str:
     if host.has("core"):
         lines += [f"-A DOCKER-USER -p tcp -m conntrack --ctorigdstport {p} -j RETURN"
                   for p in (80, 443)]
-    if host.has("data") and env.private_cidr:
-        lines += [f"-A DOCKER-USER -s {env.private_cidr} -p tcp -m conntrack --ctorigdstport "
-                  f"{p} -j RETURN" for p in DATA_PORTS]
+    if host.has("data") and env.topology == "split":
+        lines += [f"-A DOCKER-USER -s {source} -p tcp -m conntrack --ctorigdstport "
+                  f"{p} -j RETURN" for source in core_addresses(env) for p in DATA_PORTS]
     lines += ["-A DOCKER-USER -j DROP", "COMMIT", "# END jafar DOCKER-USER"]
     return "\n".join(lines) + "\n"
 
 
 def firewall_script(env: Environment, host: Host) -> str:
     """ufw: deny incoming by default, the wanted rules only, DOCKER-USER from after.rules."""
-    wanted = "\n".join(f"ufw {r}" for r in ufw_rules(env, host))
     block = docker_user_rules(env, host)
     return "\n".join([
         "after=/etc/ufw/after.rules",
@@ -230,14 +263,7 @@ def firewall_script(env: Environment, host: Host) -> str:
         f"  sed -i 's|^IPT_SYSCTL=.*|IPT_SYSCTL={SYSCTL_NETWORK}|' /etc/default/ufw",
         "  echo 'CHANGED /etc/default/ufw (IPT_SYSCTL)'; reload=1",
         "fi",
-        f"wanted=$(cat <<'RULES'\n{wanted}\nRULES\n)",
-        "have=$(ufw show added | grep '^ufw ' || true)",
-        'if [ "$have" != "$wanted" ]; then',
-        "  printf '%s\\n' \"$have\" | sed -n 's/^ufw //p' | while read -r rule; do "
-        "eval \"ufw --force delete $rule\" >/dev/null; done",
-        '  printf "%s\\n" "$wanted" | while read -r rule; do eval "$rule" >/dev/null; done',
-        "  echo 'CHANGED ufw rules'",
-        "fi",
+        cmd.ufw_rules(ufw_rules(env, host)),
         "if ! ufw status verbose | grep -q 'Default: deny (incoming), allow (outgoing)'; then",
         "  ufw default deny incoming >/dev/null && ufw default allow outgoing >/dev/null",
         "  echo 'CHANGED ufw defaults'",
@@ -258,6 +284,7 @@ def harden_script(env: Environment, host: Host) -> str:
         cmd.ensure_service("fail2ban"),
         cmd.ensure_file(SYSCTL_NETWORK, (HARDENING / "sysctl.conf").read_text(),
                         on_change=f"sysctl -q -p {SYSCTL_NETWORK}"),
+        baseline.script(env),
     ]
     if not setup.shared_kernel:
         parts += [
@@ -272,39 +299,61 @@ def harden_script(env: Environment, host: Host) -> str:
     return cmd.script(*parts)
 
 
+#: What the CIS Docker Benchmark (1.1.x) has audited on a Docker host: the daemon, containerd,
+#: runc and the shims (where Debian's and Docker's packages put them), their configuration,
+#: units and sockets, and Docker's state. auditctl -c skips a path this host does not have.
+DOCKER_WATCHES = (
+    "/usr/bin/docker", "/usr/bin/dockerd", "/usr/sbin/dockerd", "/usr/bin/containerd",
+    "/usr/sbin/containerd", "/usr/bin/containerd-shim", "/usr/bin/containerd-shim-runc-v1",
+    "/usr/bin/containerd-shim-runc-v2", "/usr/bin/runc", "/usr/sbin/runc",
+    "/etc/docker", "/etc/docker/daemon.json", "/etc/default/docker", "/etc/sysconfig/docker",
+    "/etc/containerd/config.toml", "/var/lib/docker", "/run/containerd",
+    "/run/containerd/containerd.sock", "/run/docker.sock",
+    "/lib/systemd/system/docker.service", "/lib/systemd/system/docker.socket",
+    "/lib/systemd/system/containerd.service",
+)
+
+
 def audit_rules(env: Environment) -> str:
-    watched = ["/usr/bin/docker", "/usr/bin/dockerd", "/usr/bin/containerd", "/etc/docker",
-               "/var/lib/docker", "/lib/systemd/system/docker.service",
-               "/lib/systemd/system/docker.socket", "/etc/default/docker", "/run/docker.sock",
-               "/etc/containerd/config.toml"]
     lines = ["## jafar: audit Docker, its socket and the deploy path (inv host.harden)",
              "-c"]  # continue past a path this distribution does not have
-    lines += [f"-w {p} -p rwxa -k docker" for p in watched]
+    lines += [f"-w {p} -p rwxa -k docker" for p in DOCKER_WATCHES]
     lines.append(f"-w {env.deploy_path} -p wa -k jafar-deploy")
     return "\n".join(lines) + "\n"
 
 
 def plan_harden(env: Environment, host: Host) -> list[str]:
     return [f"$ {become(cmd.script(sshd_script(env)))}",
-            f"then a NEW connection as {env.host_setup.deploy_user}@{host.ssh.address}; "
-            f"if it fails: $ {become(restore_sshd_script())}",
+            f"then NEW connections as {env.host_setup.deploy_user} and "
+            f"{env.host_setup.admin_user}@{host.ssh.address}; if one fails: "
+            f"$ {become(restore_sshd_script())}",
             f"$ {become(harden_script(env, host))}",
-            f"then a NEW connection as {env.host_setup.deploy_user} again; if it fails: "
-            "$ sudo -n ufw disable"]
+            "then NEW connections as both again; if one fails: $ sudo -n ufw --force disable",
+            "then the AIDE baseline (again when anything above changed): "
+            f"$ {become(baseline.aide_baseline(force=False))}"]
 
 
-def can_log_in_as_deploy(env: Environment, host: Host, attempts: int = 5) -> str | None:
-    """None when a brand-new connection as the deploy user works, else why not. sshd re-execs
-    on reload, so a refused or reset connection is tried again (bounded); a refused login
-    is final."""
+def can_log_in(env: Environment, host: Host, attempts: int = 5) -> str | None:
+    """None when brand-new connections as the deploy user AND as the admin user work, else
+    why not. sshd re-execs on reload, so a refused or reset connection is tried again
+    (bounded); a refused login is final."""
     deploy = replace(host, ssh=replace(host.ssh, user=env.host_setup.deploy_user),
                      become=False)
+    for target in (deploy, admin_host(env, host)):
+        why = new_login(env, target, attempts)
+        if why is not None:
+            return f"as {target.ssh.user}: {why}"
+    return None
+
+
+def new_login(env: Environment, target: Host, attempts: int) -> str | None:
     for attempt in range(attempts):
         try:
-            conn = open_connection(env, deploy)
+            conn = open_connection(env, target)
             break
         except StepFailed as exc:
-            transient = any(t in str(exc) for t in ("banner", "reset", "refused", "reach"))
+            transient = any(t in str(exc) for t in ("banner", "reset", "refused", "reach",
+                                                    "did not answer"))
             if not transient or attempt == attempts - 1:
                 return str(exc)
             time.sleep(1)
@@ -318,25 +367,35 @@ def can_log_in_as_deploy(env: Environment, host: Host, attempts: int = 5) -> str
 def apply_harden(env: Environment, host: Host, remote: Remote) -> Outcome:
     done = changes(remote.run(cmd.script(sshd_script(env))).stdout)
     if done:
-        why = can_log_in_as_deploy(env, host)
+        why = can_log_in(env, host)
         if why is not None:
             remote.run(restore_sshd_script())
-            raise StepFailed(f"{host.name}: after the sshd change a new connection as "
-                             f"{env.host_setup.deploy_user} failed ({why}); restored the "
-                             "previous sshd config and reloaded: the host stays reachable")
-    firewall = changes(remote.run(harden_script(env, host), timeout=1200).stdout)
+            raise StepFailed(f"{host.name}: after the sshd change a new connection failed "
+                             f"({why}); restored the previous sshd config and reloaded: the "
+                             "host stays reachable")
+    try:
+        firewall = changes(remote.run(harden_script(env, host), timeout=1200).stdout)
+    except StepFailed as exc:  # the script kept SSH allowed; prove it, or open the door
+        if can_log_in(env, host) is not None:
+            remote.run("ufw --force disable")
+            raise StepFailed(f"{exc}\n  and a new login failed afterwards: disabled ufw "
+                             "(check host.ssh_cidr)") from None
+        raise
     if firewall:
-        why = can_log_in_as_deploy(env, host)
+        why = can_log_in(env, host)
         if why is not None:
-            remote.run("ufw disable")
-            raise StepFailed(f"{host.name}: after the firewall change a new connection as "
-                             f"{env.host_setup.deploy_user} failed ({why}); disabled ufw: "
-                             "check host.ssh_cidr")
+            remote.run("ufw --force disable")
+            raise StepFailed(f"{host.name}: after the firewall change a new connection "
+                             f"failed ({why}); disabled ufw: check host.ssh_cidr")
     done += firewall
+    # the file-integrity baseline is the hardened state: retaken whenever harden changed it
+    done += changes(remote.run(cmd.script(baseline.aide_baseline(force=bool(done))),
+                               timeout=1200).stdout)
     if not done:
-        return Outcome(False, "nothing to do: sshd, fail2ban, sysctl, firewall"
-                              f"{'' if env.host_setup.shared_kernel else ', auditd'} already "
-                              "hardened")
+        return Outcome(False, "nothing to do: sshd, banner, fail2ban, sysctl, firewall, "
+                              "accounts and PAM, core dumps, packages, AIDE"
+                              f"{'' if env.host_setup.shared_kernel else ', modules, acct, auditd'}"
+                              " already hardened")
     return Outcome(True, "; ".join(done))
 
 
@@ -344,6 +403,7 @@ HOST_PREPARE = Step("host.prepare", ("data", "core"),
                     "Docker Engine + Compose, deploy user, daemon settings, security upgrades",
                     plan_prepare, apply_prepare, admin=True)
 HOST_HARDEN = Step("host.harden", ("data", "core"),
-                   "sshd (validated, lockout-safe), fail2ban, ufw + DOCKER-USER, sysctl, auditd",
+                   "sshd (validated, lockout-safe), fail2ban, ufw + DOCKER-USER, sysctl, auditd, "
+                   "CIS baseline (accounts, PAM, core dumps, packages, AIDE)",
                    plan_harden, apply_harden, admin=True)
 

@@ -40,9 +40,12 @@ def trust(env: Environment, printer: Printer, accepted: set[str],
         if any(k.asbytes() == key.asbytes() for k in known):
             printer.line(name, f"nothing to do: {known_hosts_name(ep)} {fp} already trusted")
             continue
-        if any(k.get_name() == key.get_name() for k in known):
-            raise StepFailed(f"{name}: host key of {known_hosts_name(ep)} CHANGED to {fp}; "
-                             f"not replacing it. If the host was rebuilt, delete its line in "
+        if known:  # a changed key, or one of a new type: the same warning, never a prompt
+            kinds = ", ".join(sorted({k.get_name() for k in known}))
+            what = "CHANGED to" if any(k.get_name() == key.get_name() for k in known) else \
+                f"is trusted with {kinds} but now presents a {key.get_name()} key,"
+            raise StepFailed(f"{name}: host key of {known_hosts_name(ep)} {what} {fp}; "
+                             f"not recording it. If the host was rebuilt, delete its lines in "
                              f"{env.known_hosts} by hand, then run host.trust again")
         printer.line(name, f"{known_hosts_name(ep)} presents {key.get_name()} {fp}")
         if accepted:

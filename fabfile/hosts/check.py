@@ -1,8 +1,9 @@
 """host.check: read-only audit of every control that host.prepare and host.harden set.
 
 One remote command gathers the facts (sshd -T, fail2ban, ufw, DOCKER-USER, listeners, Docker
-daemon, sysctl, apt); pure functions compare them with what the config wants. Each control is
-PASS or FAIL with what was expected and what was found.
+daemon, sysctl, apt, and the CIS baseline's: files, login.defs, packages, services, PAM,
+accounts, homes, the last AIDE check); pure functions compare them with what the config wants.
+Each control is PASS or FAIL with what was expected and what was found.
 """
 
 from __future__ import annotations
@@ -10,14 +11,17 @@ from __future__ import annotations
 import ipaddress
 import json
 import shlex
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from fabfile.commands import sections as sections_cmd
 from fabfile.config import Environment, Host
 from fabfile.flow import columns
-from fabfile.host import HARDENING, sshd_config, ufw_rules
+from fabfile.hosts import HARDENING, baseline
+from fabfile.hosts.setup import DOCKER_POOLS, DOCKER_WATCHES, sshd_config, ufw_rules
 
 SECTIONS = ("sshd", "fail2ban", "ufw", "ufw-added", "docker-user", "listen", "daemon", "sysctl",
-            "apt", "kernel")
+            "apt", "kernel", "baseline", "jail-conf")
 
 
 @dataclass
@@ -57,6 +61,9 @@ def probe(env: Environment) -> str:
     sections = {
         "sshd": "sshd -T 2>&1",
         "fail2ban": "fail2ban-client status sshd 2>&1; echo rc=$?",
+        # the package's jail.conf as shipped: our settings live in jail.d only
+        "jail-conf": "dpkg --verify fail2ban 2>&1 | grep -F /etc/fail2ban/jail.conf "
+                     "|| echo unchanged",
         "ufw": "ufw status verbose 2>&1",
         "ufw-added": "ufw show added 2>&1 | sed 1d",
         "docker-user": "iptables -S DOCKER-USER 2>&1",
@@ -69,22 +76,14 @@ def probe(env: Environment) -> str:
         "apt": "apt-config dump APT::Periodic 2>&1; dpkg-query -W -f='${Status}\\n' "
                "unattended-upgrades 2>&1",
     }
+    sections["baseline"] = baseline.probe(env)
     if not env.host_setup.shared_kernel:
+        present = " ".join(DOCKER_WATCHES)
         sections["kernel"] = ("echo chrony=$(systemctl is-active chrony 2>&1); "
-                              "echo audit-rules=$(auditctl -l 2>/dev/null | grep -c 'key=docker')")
-    return "\n".join(f"echo '=== {name}'; {command}" for name, command in sections.items())
-
-
-def split_sections(output: str) -> dict[str, str]:
-    found: dict[str, list[str]] = {}
-    current = None
-    for line in output.splitlines():
-        if line.startswith("=== ") and line[4:] in SECTIONS:
-            current = line[4:]
-            found[current] = []
-        elif current:
-            found[current].append(line)
-    return {k: "\n".join(v) for k, v in found.items()}
+                              "echo audit-rules=$(auditctl -l 2>/dev/null | grep -c 'key=docker'); "
+                              f"n=0; for p in {present}; do [ -e \"$p\" ] && n=$((n+1)); done; "
+                              "echo audit-paths=$n")
+    return sections_cmd.script(sections)
 
 
 def allowed_ports(env: Environment, host: Host) -> set[int]:
@@ -94,6 +93,16 @@ def allowed_ports(env: Environment, host: Host) -> set[int]:
     if host.has("data") and env.topology == "split":
         ports |= {27017, 27018, 27019, 6379, 5432}
     return ports
+
+
+def bridge_only(address: str, port: int) -> bool:
+    """node_exporter, bound to the Docker bridge's address (reached by containers only)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return port == baseline.NODE_EXPORTER_PORT and any(
+        ip in ipaddress.ip_network(pool) for pool in DOCKER_POOLS)
 
 
 def public_listeners(ss_output: str) -> list[tuple[str, int]]:
@@ -117,23 +126,29 @@ def public_listeners(ss_output: str) -> list[tuple[str, int]]:
 
 
 def evaluate(env: Environment, host: Host, output: str) -> list[Control]:
-    s = split_sections(output)
+    s = sections_cmd.split(output, SECTIONS)
     out: list[Control] = []
 
     def add(control: str, expected: str, actual: str, ok: bool) -> None:
         out.append(Control(host.name, control, expected, actual, ok))
 
-    sshd = {}
+    sshd: dict[str, str] = {}
     for line in s.get("sshd", "").splitlines():
         if " " in line:
             k, v = line.split(" ", 1)
-            sshd[k] = v
+            # sshd -T prints one line per allowed user: gather them
+            sshd[k] = f"{sshd[k]} {v}" if k == "allowusers" and k in sshd else v
     for key, value in wanted_sshd(env).items():
         actual = sshd.get(key, "missing")
-        add(f"sshd {key}", value, actual, actual.lower() == value.lower())
+        ok = (sorted(actual.split()) == sorted(value.split()) if key == "allowusers"
+              else actual.lower() == value.lower())
+        add(f"sshd {key}", value, actual, ok)
     f2b = s.get("fail2ban", "")
     add("fail2ban sshd jail active", "jail running", "rc=0" if "rc=0" in f2b else
         (f2b.strip().splitlines() or ["no output"])[0], "rc=0" in f2b)
+    jail_conf = s.get("jail-conf", "").strip() or "no output"
+    add("fail2ban jail.conf as shipped (settings in jail.d)", "unchanged", jail_conf[:60],
+        jail_conf == "unchanged")
     ufw = s.get("ufw", "")
     add("ufw active", "Status: active", (ufw.splitlines() or ["none"])[0],
         "Status: active" in ufw)
@@ -150,12 +165,16 @@ def evaluate(env: Environment, host: Host, output: str) -> list[Control]:
         "-A DOCKER-USER -j DROP" in docker_user)
     listeners = public_listeners(s.get("listen", ""))
     allowed = allowed_ports(env, host)
-    extra = sorted({f"{a}:{p}" for a, p in listeners if p not in allowed})
+    extra = sorted({f"{a}:{p}" for a, p in listeners if p not in allowed
+                    and not bridge_only(a, p)})
     add("only expected ports listen publicly", ",".join(map(str, sorted(allowed))),
         ", ".join(extra) or "ok", not extra)
     daemon = s.get("daemon", "")
     for needle, label in (('"live-restore": true', "live-restore"),
                           ('"userland-proxy": false', "userland-proxy off"),
+                          ('"icc": false', "no inter-container traffic on the default bridge"),
+                          ('"no-new-privileges": true', "no-new-privileges by default"),
+                          ('"Name": "core"', "no core dumps in containers"),
                           ('"max-size": "10m"', "log rotation"),
                           ("live-restore=true", "live-restore in effect"),
                           ("logging=json-file", "json-file logging in effect")):
@@ -176,15 +195,20 @@ def evaluate(env: Environment, host: Host, output: str) -> list[Control]:
                       if "=" in line)
         add("time sync (chrony)", "active", kernel.get("chrony", "missing"),
             kernel.get("chrony") == "active")
-        rules = kernel.get("audit-rules", "0")
-        add("auditd rules for Docker loaded", ">= 1", rules, rules.isdigit() and int(rules) > 0)
+        rules, paths = kernel.get("audit-rules", "0"), kernel.get("audit-paths", "?")
+        # one loaded watch per watched path this host has (auditctl skips the others)
+        loaded = rules.isdigit() and paths.isdigit() and int(rules) >= int(paths) > 0
+        add("auditd watches Docker's files (CIS Docker 1.1)", f">= {paths} (its paths here)",
+            rules, loaded)
+    baseline.evaluate(env, s.get("baseline", ""), add)
     return out
 
 
-def table(controls: list[Control]) -> list[str]:
+def table(controls: list[Control], mask: Callable[[str], str] = str) -> list[str]:
+    """Masked before it is cut: a cut secret would no longer be recognised."""
     heads = ("HOST", "CONTROL", "RESULT", "EXPECTED", "ACTUAL")
-    rows = [(c.host, c.control, "PASS" if c.ok else "FAIL", c.expected[:60], c.actual[:60])
-            for c in controls]
+    rows = [(c.host, c.control, "PASS" if c.ok else "FAIL", mask(c.expected)[:60],
+             mask(c.actual)[:60]) for c in controls]
     return columns(heads, rows)
 
 

@@ -1,0 +1,1 @@
+"""Monitoring: what Prometheus sees (monitor.status)."""
