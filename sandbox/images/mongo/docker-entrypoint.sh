@@ -7,7 +7,10 @@
 #   - first start (no users in the data directory yet) with MONGO_INITDB_ROOT_USERNAME and
 #     MONGO_INITDB_ROOT_PASSWORD (or their *_FILE variants): starts a temporary mongod on
 #     127.0.0.1 without --replSet/--keyFile/--auth, creates that user with role root on admin
-#     using the real mongosh, runs /docker-entrypoint-initdb.d/*.sh and *.js, stops it;
+#     using the real mongosh, runs /docker-entrypoint-initdb.d/*.sh and *.js, stops it.
+#     Its TLS options are the caller's with --tlsMode forced to allowTLS (as the official image
+#     does): the certificate is checked before anything is initialised, and mongosh talks to
+#     it in plain over 127.0.0.1 inside the container, which nothing outside can reach;
 #   - then adds --auth (when a root user was asked for) and execs mongod.
 # Secrets stay out of every command line: mongosh reads them from its environment.
 set -Eeuo pipefail
@@ -72,18 +75,25 @@ else:
 PY
 )
     if [[ "${users}" == 0 ]] && [[ -n "${root_user}" || ${#init_scripts[@]} -gt 0 ]]; then
-        # The temporary mongod: the caller's options minus network, replica set and auth.
+        # The temporary mongod: the caller's options minus network, replica set and auth, and
+        # with --tlsMode allowTLS when a certificate is given (plain and TLS both served).
         tmp_args=(mongod)
         skip_next=0
+        have_pem=0
         for ((i = 1; i < ${#args[@]}; i++)); do
             if ((skip_next)); then skip_next=0; continue; fi
             case "${args[i]}" in
-                --replSet | --keyFile | --bind_ip | --port) skip_next=1 ;;
-                --replSet=* | --keyFile=* | --bind_ip=* | --port=* | --bind_ip_all | --auth) ;;
+                --tlsCertificateKeyFile | --tlsCertificateKeyFile=*) have_pem=1 ;;
+            esac
+            case "${args[i]}" in
+                --replSet | --keyFile | --bind_ip | --port | --tlsMode) skip_next=1 ;;
+                --replSet=* | --keyFile=* | --bind_ip=* | --port=* | --tlsMode=*) ;;
+                --bind_ip_all | --auth) ;;
                 *) tmp_args+=("${args[i]}") ;;
             esac
         done
         tmp_args+=(--bind_ip 127.0.0.1 --port 27017)
+        if ((have_pem)); then tmp_args+=(--tlsMode allowTLS); fi
         "${tmp_args[@]}" &
         tmp_pid=$!
         for ((try = 0; try < 60; try++)); do

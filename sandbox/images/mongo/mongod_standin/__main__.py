@@ -26,7 +26,8 @@ def _listen(address: str, port: int) -> socket.socket:
     return sock
 
 
-def _accept_loop(member: Member, listener: socket.socket) -> None:
+def _accept_loop(member: Member, listener: socket.socket, slots: threading.BoundedSemaphore,
+                 max_conns: int) -> None:
     while not member.stopping.is_set():
         try:
             sock, address = listener.accept()
@@ -34,9 +35,27 @@ def _accept_loop(member: Member, listener: socket.socket) -> None:
             if member.stopping.is_set():
                 return
             continue
+        if not slots.acquire(blocking=False):
+            # as mongod: the connection is accepted, then closed at once
+            log.info(
+                "NETWORK",
+                "Connection refused because there are too many open connections",
+                remote=f"{address[0]}:{address[1]}",
+                maxConns=max_conns,
+            )
+            sock.close()
+            continue
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = Connection(member, sock, address)
-        threading.Thread(target=conn.serve, name=f"conn{conn.id}", daemon=True).start()
+        threading.Thread(target=_serve, args=(conn, slots), name=f"conn{conn.id}",
+                         daemon=True).start()
+
+
+def _serve(conn: Connection, slots: threading.BoundedSemaphore) -> None:
+    try:
+        conn.serve()
+    finally:
+        slots.release()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         replSet=opts.replset or None,
         auth=opts.auth,
         keyFile=opts.keyfile or None,
+        tlsMode=opts.tls_mode,
         dbPath=opts.dbpath,
     )
 
@@ -95,9 +115,13 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    slots = threading.BoundedSemaphore(opts.max_conns)  # --maxConns, across every listener
     for listener in listeners:
         threading.Thread(
-            target=_accept_loop, args=(member, listener), name="listener", daemon=True
+            target=_accept_loop,
+            args=(member, listener, slots, opts.max_conns),
+            name="listener",
+            daemon=True,
         ).start()
     if opts.replset:
         threading.Thread(target=member.heartbeat_loop, name="ReplHeartbeat", daemon=True).start()

@@ -10,10 +10,12 @@ import re
 import socket
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bson import Int64, ObjectId
 from bson.binary import Binary
+from bson.decimal128 import Decimal128
 from bson.regex import Regex
 
 from . import (
@@ -26,8 +28,9 @@ from . import (
     replset,
     roles,
     scram,
+    sessions,
 )
-from .errors import CommandError, not_implemented
+from .errors import CommandError, bson_type_name, not_implemented, wrong_type
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -194,7 +197,7 @@ def cmd_sasl_continue(conn: Connection, db: str, doc: dict) -> dict:
         )
         raise CommandError(18, "Authentication failed.") from None
     if conversation.step == 2 and not conversation.done:
-        conn.user = (conversation.user, user_db)
+        conn.authenticated(conversation.user, user_db)
         log.info(
             "ACCESS",
             "Successfully authenticated",
@@ -214,6 +217,7 @@ def cmd_sasl_continue(conn: Connection, db: str, doc: dict) -> dict:
 @command("logout")
 def cmd_logout(conn: Connection, db: str, doc: dict) -> dict:
     conn.user = None
+    conn.user_id = None
     return {}
 
 
@@ -266,14 +270,15 @@ def cmd_get_parameter(conn: Connection, db: str, doc: dict) -> dict:
         if set(selector) - {"allParameters", "showDetails"} or selector.get("showDetails"):
             raise not_implemented("getParameter showDetails")
         selector = "*" if selector.get("allParameters") else 1
+    parameters = {**_PARAMETERS, "tlsMode": conn.member.opts.tls_mode}
     if selector == "*":
-        return dict(_PARAMETERS)
+        return parameters
     names = [k for k in doc if k != "getParameter" and not k.startswith("$") and k not in _GENERIC]
     reply = {}
     for name in names:
-        if name not in _PARAMETERS:
+        if name not in parameters:
             raise CommandError(72, "no option found to get")
-        reply[name] = _PARAMETERS[name]
+        reply[name] = parameters[name]
     if not reply:
         raise CommandError(72, "no option found to get")
     return reply
@@ -310,7 +315,9 @@ def cmd_get_log(conn: Connection, db: str, doc: dict) -> dict:
 
 @command("endSessions")
 def cmd_end_sessions(conn: Connection, db: str, doc: dict) -> dict:
-    return {}  # the stand-in keeps no server-side session state to end
+    # Nothing to end at once: as in mongod, an ended session's retryable writes are kept until
+    # its entry expires (sessions.py).
+    return {}
 
 
 # ---- replica set ---------------------------------------------------------------------------
@@ -433,7 +440,9 @@ def cmd_standin_apply_config(conn: Connection, db: str, doc: dict) -> dict:
 def cmd_standin_sync(conn: Connection, db: str, doc: dict) -> dict:
     conn.require("standinSync", "internal")
     _need_replset(conn.member)
-    version = conn.member.receive_snapshot(doc["users"], doc["data"], doc["repl"])
+    version = conn.member.receive_snapshot(
+        doc["users"], doc["data"], doc["repl"], doc.get("sessions")
+    )
     return {"repl": version}
 
 
@@ -456,68 +465,257 @@ def _check_readable(conn: Connection, doc: dict) -> None:
     raise CommandError(13436, "node is not in primary or recovering state")
 
 
-def _parse_roles(value: object, db: str) -> list[dict]:
+# Generic arguments every command accepts (mongod's generic_argument.idl, less multi-tenancy).
+# The user management commands are strict, as mongod's IDL declares them: any other field fails
+# with 40415, so a misspelt option (say `mechanism` for `mechanisms`) is refused, never ignored.
+GENERIC_ARGUMENTS = frozenset(
+    {
+        "apiVersion",
+        "apiStrict",
+        "apiDeprecationErrors",
+        "$db",
+        "maxTimeMS",
+        "readConcern",
+        "writeConcern",
+        "lsid",
+        "clientOperationKey",
+        "txnNumber",
+        "autocommit",
+        "startTransaction",
+        "stmtId",
+        "comment",
+        "$readPreference",
+        "$clusterTime",
+        "$audit",
+        "$client",
+        "$configServerState",
+        "allowImplicitCollectionCreation",
+        "$oplogQueryData",
+        "$queryOptions",
+        "$replData",
+        "databaseVersion",
+        "shardVersion",
+        "tracking_info",
+        "coordinator",
+        "maxTimeMSOpOnly",
+        "$configTime",
+        "$topologyTime",
+        "txnRetryCounter",
+        "mayBypassWriteBlocking",
+    }
+)
+_CREATE_UPDATE_FIELDS = frozenset(
+    {"pwd", "customData", "roles", "digestPassword", "authenticationRestrictions", "mechanisms"}
+)
+_USERS_INFO_FIELDS = frozenset(
+    {
+        "showPrivileges",
+        "showCredentials",
+        "showAuthenticationRestrictions",
+        "showCustomData",
+        "filter",
+    }
+)
+
+
+def _check_fields(name: str, doc: dict, allowed: frozenset) -> None:
+    """Refuse a field the command does not have, as mongod's strict IDL parsers do."""
+    for key in list(doc)[1:]:
+        if key not in allowed and key not in GENERIC_ARGUMENTS:
+            raise CommandError(40415, f"BSON field '{name}.{key}' is an unknown field.")
+
+
+def _safe_bool(name: str, doc: dict, field: str, default: bool) -> bool:
+    """An IDL safeBool: a bool or a number (its truth), anything else is a TypeMismatch."""
+    if field not in doc:
+        return default
+    value = doc[field]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return value != 0
+    if isinstance(value, Decimal128):
+        return value.to_decimal() != 0
+    raise CommandError(
+        14,
+        f"BSON field '{name}.{field}' is the wrong type '{bson_type_name(value)}', expected "
+        "types '[bool, long, int, decimal, double]'",
+    )
+
+
+def _user_name(name: str, doc: dict) -> str:
+    value = doc[name]
+    if not isinstance(value, str):
+        raise wrong_type(f"{name}.{name}", value, "string")
+    return value
+
+
+def _role_names(name: str, value: object, db: str) -> list[dict]:
+    """A roles array resolved to {role, db} (a bare name is a role of ``db``), duplicates
+    dropped; whether the roles exist is checked later, after authorization, as mongod does."""
     if not isinstance(value, list):
-        raise CommandError(2, '"roles" field must be an array')
+        raise wrong_type(f"{name}.roles", value, "array")
     out = []
     for item in value:
         if isinstance(item, str):
-            role, role_db = item, db
-        elif (
-            isinstance(item, dict)
-            and isinstance(item.get("role"), str)
-            and isinstance(item.get("db"), str)
-        ):
-            role, role_db = item["role"], item["db"]
+            role = {"role": item, "db": db}
+        elif isinstance(item, dict):
+            for key in item:
+                if key not in ("role", "db"):
+                    raise CommandError(2, f"Unknown field '{key}' in RoleName document")
+            for key in ("role", "db"):
+                if key not in item:
+                    raise CommandError(2, f"Missing field '{key}' in RoleName document")
+                if not isinstance(item[key], str):
+                    raise CommandError(
+                        2,
+                        f"Wrong type for field '{key}'. Expected string, got "
+                        f"{bson_type_name(item[key])}",
+                    )
+            role = {"role": item["role"], "db": item["db"]}
         else:
-            raise CommandError(2, "role names must be either strings or objects with role and db")
-        if not roles.role_exists(role, role_db):
-            raise CommandError(31, f"Could not find role: {role}@{role_db}")
-        if {"role": role, "db": role_db} not in out:
-            out.append({"role": role, "db": role_db})
+            raise CommandError(2, "Role name must be either a document or string")
+        if role not in out:
+            out.append(role)
     return out
 
 
-def _mechanisms(value: object) -> list[str]:
-    if value is None:
-        return list(scram.MECHANISMS)
-    if not isinstance(value, list) or not value or any(m not in scram.MECHANISMS for m in value):
-        raise CommandError(2, f"mechanisms must be a non-empty subset of {list(scram.MECHANISMS)}")
-    return list(dict.fromkeys(value))
+def _check_roles_exist(granted: list[dict]) -> None:
+    for item in granted:
+        if not roles.role_exists(item["role"], item["db"]):
+            raise CommandError(31, f"Could not find role: {item['role']}@{item['db']}")
 
 
-def _credentials_for(user: str, password: str, mechanisms: list) -> dict:
-    if not isinstance(password, str):
-        raise CommandError(
-            2,
-            "Must provide a 'pwd' field for all user documents, except those with "
-            "'$external' as the user's source db",
+@dataclass
+class UserArgs:
+    """The fields of a createUser or updateUser command, type-checked as mongod's IDL does.
+    None: the field was not given."""
+
+    name: str
+    pwd: str | None
+    custom_data: dict | None
+    roles: list[dict] | None
+    digest_password: bool
+    restrictions: list | None
+    mechanisms: list[str] | None
+
+
+def _user_args(name: str, db: str, doc: dict) -> UserArgs:
+    """Parse createUser/updateUser like mongod's IDL: unknown fields and wrong types refused."""
+    _check_fields(name, doc, _CREATE_UPDATE_FIELDS)
+    user = _user_name(name, doc)
+    pwd = doc.get("pwd")
+    if "pwd" in doc and not isinstance(pwd, str):
+        raise wrong_type(f"{name}.pwd", pwd, "string")
+    custom_data = doc.get("customData")
+    if "customData" in doc and not isinstance(custom_data, dict):
+        raise wrong_type(f"{name}.customData", custom_data, "object")
+    granted = _role_names(name, doc["roles"], db) if "roles" in doc else None
+    restrictions = doc.get("authenticationRestrictions")
+    if "authenticationRestrictions" in doc:
+        if not isinstance(restrictions, list):
+            raise wrong_type(f"{name}.authenticationRestrictions", restrictions, "array")
+        if restrictions:
+            raise not_implemented("authenticationRestrictions")
+    mechanisms = doc.get("mechanisms")
+    if "mechanisms" in doc:
+        if not isinstance(mechanisms, list):
+            raise wrong_type(f"{name}.mechanisms", mechanisms, "array")
+        for index, mech in enumerate(mechanisms):
+            if not isinstance(mech, str):
+                raise wrong_type(f"{name}.mechanisms.{index}", mech, "string")
+    return UserArgs(
+        name=user,
+        pwd=pwd,
+        custom_data=custom_data,
+        roles=granted,
+        digest_password=_safe_bool(name, doc, "digestPassword", True),
+        restrictions=restrictions,
+        mechanisms=mechanisms,
+    )
+
+
+def _build_credentials(
+    user: str, password: str, mechanisms: list[str] | None, digest_password: bool
+) -> dict:
+    """The SCRAM credentials of a user, as mongod's buildCredentials makes them for createUser
+    and for updateUser with pwd: for the mechanisms given, or else for every enabled one (both
+    here, SCRAM-SHA-1 first); a fresh salt each time. With digestPassword false the client sent
+    the digest (only SCRAM-SHA-1 can use one)."""
+    if mechanisms:
+        for mech in mechanisms:
+            if mech not in scram.MECHANISMS:
+                raise CommandError(2, f"Unknown auth mechanism '{mech}'")
+    wanted = [m for m in scram.MECHANISMS if not mechanisms or m in mechanisms]
+    creds = {}
+    if "SCRAM-SHA-1" in wanted:
+        creds["SCRAM-SHA-1"] = scram.make_credentials(
+            "SCRAM-SHA-1", user, password, digested=not digest_password
         )
-    if not password:
-        raise CommandError(2, "Password cannot be empty")
-    return {m: scram.make_credentials(m, user, password) for m in mechanisms}
+    if "SCRAM-SHA-256" in wanted:
+        if not digest_password:
+            raise CommandError(2, "Use of SCRAM-SHA-256 requires undigested passwords")
+        if not password:  # what mongod's SASLprep (ICU) answers for an empty password
+            raise CommandError(
+                50687, "Error preflighting UTF-8 conversion: U_STRING_NOT_TERMINATED_WARNING"
+            )
+        try:
+            creds["SCRAM-SHA-256"] = scram.make_credentials("SCRAM-SHA-256", user, password)
+        except ValueError:  # SASLprep refused a character (a control character, say)
+            raise CommandError(
+                50692, "Error preflighting normalization: U_STRINGPREP_PROHIBITED_ERROR"
+            ) from None
+    return creds
 
 
-def _persist_and_replicate(conn: Connection, doc: dict) -> dict:
-    """Save, push to the secondaries, and honour an explicit write concern honestly."""
-    member = conn.member
-    store = member.store
-    with store.lock:
-        store.bump_repl()
-        store.save()
-    acks = 1 + member.replicate() if member.opts.replset else 1
+def _trim_credentials(creds: dict, mechanisms: list[str]) -> dict:
+    """updateUser with mechanisms and no pwd: keep only those credentials (mongod's
+    trimCredentials); a mechanism the user has no credentials for is refused."""
+    for mech in mechanisms:
+        if mech not in creds:
+            raise CommandError(2, "mechanisms field must be a subset of previously set mechanisms")
+    kept = {m: creds[m] for m in scram.MECHANISMS if m in mechanisms}
+    if not kept:
+        raise CommandError(
+            2, "mechanisms field must contain at least one previously set known mechanism"
+        )
+    return kept
+
+
+def user_mechanisms(user: dict) -> list[str]:
+    """The mechanisms a user can authenticate with: those it has credentials for, in the order
+    mongod's usersInfo lists them."""
+    return [m for m in user["credentials"] if m in scram.MECHANISMS]
+
+
+def _write_concern_needed(member: Member, doc: dict) -> int:
+    """How many members must acknowledge the write; an invalid writeConcern is refused before
+    anything is written, as mongod checks it before the command runs."""
     concern = doc.get("writeConcern") or {}
+    if not isinstance(concern, dict):
+        raise wrong_type("writeConcern", concern, "object")
     wanted = concern.get("w", 1)
     if wanted == "majority":
-        needed = replset.majority(member.config) if member.config else 1
-    elif isinstance(wanted, int) and not isinstance(wanted, bool):
-        needed = wanted
-    else:
-        raise (
-            CommandError(79, f"unrecognized write concern mode: {wanted}")
-            if isinstance(wanted, str)
-            else CommandError(2, "w has to be a number or a string")
-        )
+        return replset.majority(member.config) if member.config else 1
+    if isinstance(wanted, int) and not isinstance(wanted, bool):
+        return wanted
+    if isinstance(wanted, str):
+        raise CommandError(79, f"unrecognized write concern mode: {wanted}")
+    raise CommandError(2, "w has to be a number or a string")
+
+
+def _persist_and_replicate(conn: Connection, doc: dict, changed: bool = True) -> dict:
+    """Save, push to the secondaries, and honour an explicit write concern honestly. With
+    changed false (a retried write that changed nothing) there is nothing to save, but the
+    snapshot is pushed again and the write concern checked, as mongod waits for it on a retry."""
+    member = conn.member
+    store = member.store
+    needed = _write_concern_needed(member, doc)
+    if changed:
+        with store.lock:
+            store.bump_repl()
+            store.save()
+    acks = 1 + member.replicate() if member.opts.replset else 1
     if acks < needed:
         return {
             "writeConcernError": {
@@ -530,34 +728,49 @@ def _persist_and_replicate(conn: Connection, doc: dict) -> dict:
     return {}
 
 
-def _user_admin_for(conn: Connection, name: str, db: str, granted: list) -> None:
-    conn.require(name, "userAdmin", db)
+def _check_grant(conn: Connection, granted: list[dict]) -> None:
+    """mongod's checkAuthorizedToGrantRoles: grantRole on each role's database."""
     for item in granted:
-        conn.require(name, "userAdmin", item["db"])
+        if not conn.allows("userAdmin", item["db"]):
+            raise CommandError(13, f"Not authorized to grant role: {item['role']}@{item['db']}")
+
+
+def _before_write(conn: Connection, doc: dict) -> None:
+    """What mongod checks after authorization and before a user management write runs."""
+    _check_writable(conn.member)
+    _write_concern_needed(conn.member, doc)
 
 
 @command("createUser")
 def cmd_create_user(conn: Connection, db: str, doc: dict) -> dict:
-    name = doc["createUser"]
-    if not isinstance(name, str) or not name:
-        raise CommandError(2, "User name must be a non-empty string")
-    if "roles" not in doc:
-        raise CommandError(2, '"createUser" command requires a "roles" array')
-    granted = _parse_roles(doc["roles"], db)
-    _user_admin_for(conn, "createUser", db, granted)
+    conn.require_authenticated("createUser")
+    args = _user_args("createUser", db, doc)
+    if args.roles is None:
+        raise CommandError(40414, "BSON field 'createUser.roles' is missing but a required field")
+    if not conn.allows("userAdmin", db):
+        raise CommandError(13, f"Not authorized to create users on db: {db}")
+    _check_grant(conn, args.roles)
+    _before_write(conn, doc)
+    name = args.name
     if db == "local":
         raise CommandError(2, "Cannot create users in the local database")
+    if "\0" in name:
+        raise CommandError(2, "Username cannot contain NULL characters")
     if db == "$external":
         raise not_implemented("users in $external")
-    if doc.get("digestPassword") is False:
-        raise not_implemented("digestPassword: false")
-    if doc.get("authenticationRestrictions"):
-        raise not_implemented("authenticationRestrictions")
-    member = conn.member
-    _check_writable(member)
-    mechanisms = _mechanisms(doc.get("mechanisms"))
-    creds = _credentials_for(name, doc.get("pwd"), mechanisms)
-    store = member.store
+    if args.pwd is None:
+        raise CommandError(
+            2,
+            "Must provide a 'pwd' field for all user documents, except those with "
+            "'$external' as the user's source db",
+        )
+    if args.mechanisms is not None and not args.mechanisms:
+        raise CommandError(2, "mechanisms field must not be empty")
+    creds = _build_credentials(name, args.pwd, args.mechanisms, args.digest_password)
+    if not name:
+        raise CommandError(2, "User document needs 'user' field to be non-empty")
+    _check_roles_exist(args.roles)
+    store = conn.member.store
     with store.lock:
         if store.find_user(name, db):
             raise CommandError(51003, f'User "{name}@{db}" already exists')
@@ -567,125 +780,162 @@ def cmd_create_user(conn: Connection, db: str, doc: dict) -> dict:
             "user": name,
             "db": db,
             "credentials": creds,
-            "roles": granted,
-            "mechanisms": mechanisms,
         }
-        if "customData" in doc:
-            user["customData"] = doc["customData"]
+        if args.custom_data is not None:
+            user["customData"] = args.custom_data
+        user["roles"] = args.roles
         store.state["users"].append(user)
-    log.info("ACCESS", "Created user", user=name, db=db, roles=granted)
+    log.info("ACCESS", "Created user", user=name, db=db, roles=args.roles)
     return _persist_and_replicate(conn, doc)
 
 
 @command("updateUser")
 def cmd_update_user(conn: Connection, db: str, doc: dict) -> dict:
-    name = doc["updateUser"]
-    fields = {
-        "pwd",
-        "roles",
-        "customData",
-        "mechanisms",
-        "digestPassword",
-        "authenticationRestrictions",
-    }
-    if not any(k in doc for k in fields):
-        raise CommandError(2, "Must specify at least one field to update in updateUser")
-    granted = _parse_roles(doc["roles"], db) if "roles" in doc else []
-    _user_admin_for(conn, "updateUser", db, granted)
-    if doc.get("digestPassword") is False:
-        raise not_implemented("digestPassword: false")
-    if doc.get("authenticationRestrictions"):
-        raise not_implemented("authenticationRestrictions")
-    member = conn.member
-    _check_writable(member)
-    store = member.store
+    """mongod's updateUser: pwd (new credentials for every mechanism, or those given), roles
+    (replaced), customData, mechanisms (without pwd: drop the other credentials)."""
+    conn.require_authenticated("updateUser")
+    args = _user_args("updateUser", db, doc)
+    name, full = args.name, f"{args.name}@{db}"
+    # Authorization, as mongod's checkAuthForTypedCommand(UpdateUserCommand).
+    if args.pwd is not None and not conn.allows("userAdmin", db):
+        raise CommandError(13, f"Not authorized to change password of user: {full}")
+    if args.custom_data is not None and not conn.allows("userAdmin", db):
+        raise CommandError(13, f"Not authorized to change customData of user: {full}")
+    if args.roles is not None:
+        if not conn.allows("userAdmin", roles.ANY_DATABASE):
+            raise CommandError(
+                13,
+                "In order to use updateUser to set roles array, must be authorized to revoke "
+                "any role in the system",
+            )
+        _check_grant(conn, args.roles)
+    if args.restrictions is not None and not conn.allows("userAdmin", db):
+        raise CommandError(13, "Unauthorized")
+    if args.mechanisms is not None and args.pwd is None and not conn.allows("userAdmin", db):
+        # Stricter than mongod, which checks no privilege for this: it changes credentials.
+        raise CommandError(13, f"Not authorized to change the mechanisms of user: {full}")
+    _before_write(conn, doc)
+    if args.mechanisms is not None and not args.mechanisms:
+        raise CommandError(2, "mechanisms field must not be empty")
+    changes = {}
+    if args.pwd is not None:
+        if db == "$external":
+            raise CommandError(
+                2, "Cannot set the password for users defined on the '$external' database"
+            )
+        changes["credentials"] = _build_credentials(
+            name, args.pwd, args.mechanisms, args.digest_password
+        )
+    store = conn.member.store
     with store.lock:
+        if args.pwd is None and args.mechanisms is not None:
+            user = store.find_user(name, db)
+            if user is None:
+                raise CommandError(11, f'Could not find user "{name}" for db "{db}"')
+            changes["credentials"] = _trim_credentials(user["credentials"], args.mechanisms)
+        if args.custom_data is not None:
+            changes["customData"] = args.custom_data
+        if args.roles is not None:
+            changes["roles"] = args.roles
+        # authenticationRestrictions: [] unsets them: a change, though users here have none.
+        if not changes and args.restrictions is None:
+            raise CommandError(2, "Must specify at least one field to update in updateUser")
+        if args.roles is not None:
+            _check_roles_exist(args.roles)
         user = store.find_user(name, db)
         if user is None:
-            raise CommandError(11, f'Could not find user "{name}@{db}"')
-        mechanisms = _mechanisms(doc["mechanisms"]) if "mechanisms" in doc else user["mechanisms"]
-        if "pwd" in doc:
-            user["credentials"] = _credentials_for(name, doc["pwd"], mechanisms)
-        elif "mechanisms" in doc:
-            if set(mechanisms) - set(user["credentials"]):
-                raise CommandError(
-                    2, "mechanisms field must be a subset of previously set mechanisms"
-                )
-            user["credentials"] = {m: user["credentials"][m] for m in mechanisms}
-        user["mechanisms"] = mechanisms
-        if "roles" in doc:
-            user["roles"] = granted
-        if "customData" in doc:
-            user["customData"] = doc["customData"]
-    log.info("ACCESS", "Updated user", user=name, db=db, password_changed="pwd" in doc)
+            raise CommandError(11, f"User {full} not found")
+        user.update(changes)
+        user.pop("mechanisms", None)  # older state files kept it; credentials say it now
+    log.info("ACCESS", "Updated user", user=name, db=db, fields=sorted(changes))
     return _persist_and_replicate(conn, doc)
 
 
 @command("dropUser")
 def cmd_drop_user(conn: Connection, db: str, doc: dict) -> dict:
-    name = doc["dropUser"]
-    conn.require("dropUser", "userAdmin", db)
-    member = conn.member
-    _check_writable(member)
-    store = member.store
+    conn.require_authenticated("dropUser")
+    _check_fields("dropUser", doc, frozenset())
+    name = _user_name("dropUser", doc)
+    if not conn.allows("userAdmin", db):
+        raise CommandError(13, f"Not authorized to drop users from the {db} database")
+    _before_write(conn, doc)
+    store = conn.member.store
     with store.lock:
         user = store.find_user(name, db)
         if user is None:
-            raise CommandError(11, f'Could not find user "{name}@{db}"')
+            raise CommandError(11, f"User '{name}@{db}' not found")
         store.state["users"].remove(user)
     log.info("ACCESS", "Dropped user", user=name, db=db)
     return _persist_and_replicate(conn, doc)
 
 
-def _public_user(user: str, show_credentials: bool, show_custom_data: bool) -> dict:
+def _public_user(user: dict, show_credentials: bool, show_custom_data: bool) -> dict:
     out = {"_id": user["_id"], "userId": user["userId"], "user": user["user"], "db": user["db"]}
     if show_credentials:
         out["credentials"] = user["credentials"]
     if show_custom_data and "customData" in user:
         out["customData"] = user["customData"]
     out["roles"] = user["roles"]
-    out["mechanisms"] = user["mechanisms"]
+    out["mechanisms"] = user_mechanisms(user)
     return out
+
+
+def _users_info_spec(spec: object, db: str) -> list[tuple[str, str]] | str:
+    """usersInfo's argument: "db" (1: every user of db), "all" ({forAllDBs: true}), or the
+    (user, db) pairs asked for."""
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool) and spec == 1:
+        return "db"
+    if isinstance(spec, dict) and spec.get("forAllDBs") is True and len(spec) == 1:
+        return "all"
+    items = spec if isinstance(spec, list) else [spec]
+    wanted = []
+    for item in items:
+        if isinstance(item, str):
+            wanted.append((item, db))
+        elif (
+            isinstance(item, dict)
+            and set(item) == {"user", "db"}
+            and all(isinstance(v, str) for v in item.values())
+        ):
+            wanted.append((item["user"], item["db"]))
+        else:
+            raise CommandError(2, "User name must be either a string or an object with user and db")
+    return wanted
 
 
 @command("usersInfo")
 def cmd_users_info(conn: Connection, db: str, doc: dict) -> dict:
-    if doc.get("showPrivileges") or doc.get("showAuthenticationRestrictions") or "filter" in doc:
-        raise not_implemented("usersInfo showPrivileges/showAuthenticationRestrictions/filter")
     conn.require_authenticated("usersInfo")
+    _check_fields("usersInfo", doc, _USERS_INFO_FIELDS)
+    show = {
+        field: _safe_bool("usersInfo", doc, field, field == "showCustomData")
+        for field in sorted(_USERS_INFO_FIELDS - {"filter"})
+    }
+    if show["showPrivileges"] or show["showAuthenticationRestrictions"] or "filter" in doc:
+        raise not_implemented("usersInfo showPrivileges/showAuthenticationRestrictions/filter")
+    wanted = _users_info_spec(doc["usersInfo"], db)
+    # Authorization, as mongod's checkAuthForTypedCommand(UsersInfoCommand).
+    if wanted == "db" and not conn.allows("userAdmin", db):
+        raise CommandError(13, f"Not authorized to view users from the {db} database")
+    if wanted == "all" and not conn.allows("userAdmin", roles.ANY_DATABASE):
+        raise CommandError(13, "Not authorized to view users from all databases")
+    if isinstance(wanted, list):
+        for pair in wanted:
+            if conn.user != pair and not conn.allows("userAdmin", pair[1]):
+                raise CommandError(13, f"Not authorized to view users from the {db} database")
     _check_readable_users(conn)
     store = conn.member.store
-    spec = doc["usersInfo"]
-    wanted = None  # None: every user of db
-    all_dbs = isinstance(spec, dict) and spec.get("forAllDBs") is True
-    if not all_dbs and spec != 1:
-        items = spec if isinstance(spec, list) else [spec]
-        wanted = []
-        for item in items:
-            if isinstance(item, str):
-                wanted.append((item, db))
-            elif isinstance(item, dict) and "user" in item and "db" in item:
-                wanted.append((item["user"], item["db"]))
-            else:
-                raise CommandError(
-                    2, "User name must be either a string or an object with user and db"
-                )
-    for user_name, user_db in wanted or []:
-        if conn.user != (user_name, user_db):
-            conn.require("usersInfo", "userAdmin", user_db)
-    if wanted is None:
-        if all_dbs:
-            conn.require("usersInfo", "userAdmin", "\0every database")
-        else:
-            conn.require("usersInfo", "userAdmin", db)
     with store.lock:
-        if wanted is None:
-            found = [u for u in store.state["users"] if all_dbs or u["db"] == db]
-        else:
-            found = [u for u in store.state["users"] if (u["user"], u["db"]) in wanted]
+        found = [
+            u
+            for u in store.state["users"]
+            if wanted == "all"
+            or (wanted == "db" and u["db"] == db)
+            or (isinstance(wanted, list) and (u["user"], u["db"]) in wanted)
+        ]
         users = [
-            _public_user(u, doc.get("showCredentials"), doc.get("showCustomData", True))
-            for u in found
+            _public_user(u, show["showCredentials"], show["showCustomData"])
+            for u in sorted(found, key=lambda u: (u["user"], u["db"]))
         ]
     return {"users": users}
 
@@ -789,15 +1039,24 @@ def cmd_insert(conn: Connection, db: str, doc: dict) -> dict:
     conn.require("insert", "write", db)
     _check_system(db, coll)
     _check_writable(conn.member)
+    _write_concern_needed(conn.member, doc)
     documents = doc.get("documents")
     if not isinstance(documents, list):
         raise CommandError(2, "insert requires a documents array")
     ordered = doc.get("ordered", True)
     store = conn.member.store
-    n, errors = 0, []
+    retryable = sessions.retryable_write(conn, "insert", doc)
+    stmt_ids = sessions.statement_ids(doc, len(documents)) if retryable else []
+    n, errors, retried = 0, [], []
     with store.lock:
+        # Under the lock from the session check to the record of what ran: a retry arriving
+        # while the first attempt runs waits, then finds its statements done.
+        txn = sessions.begin(store, retryable) if retryable else None
         target = store.state["data"].setdefault(db, {}).setdefault(coll, [])
         for index, item in enumerate(documents):
+            if txn is not None and txn.executed(stmt_ids[index]):
+                retried.append(stmt_ids[index])  # done by an earlier attempt: not again
+                continue
             if "_id" not in item:
                 item = {"_id": ObjectId(), **item}
             if any(_equal(existing["_id"], item["_id"]) for existing in target):
@@ -813,12 +1072,16 @@ def cmd_insert(conn: Connection, db: str, doc: dict) -> dict:
                     break
                 continue
             target.append(item)
+            if txn is not None:
+                txn.record(stmt_ids[index])
             n += 1
-    reply = {"n": n}
+    reply = {"n": n + len(retried)}
     if errors:
         reply["writeErrors"] = errors
-    if n:
-        reply.update(_persist_and_replicate(conn, doc))
+    if retried:
+        reply["retriedStmtIds"] = retried
+    if n or retried:
+        reply.update(_persist_and_replicate(conn, doc, changed=bool(n)))
     return reply
 
 

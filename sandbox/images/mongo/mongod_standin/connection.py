@@ -6,7 +6,7 @@ import ipaddress
 import os
 from typing import TYPE_CHECKING
 
-from . import commands, log, roles, wire
+from . import commands, log, roles, sessions, tls, wire
 from .errors import CommandError, error_reply
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ class Connection:
             self.is_local = False
         self.id = next(member.connection_ids)
         self.user = None  # (user, db) once authenticated
+        self.user_id = None  # the userId of the user document it authenticated against
         self.conversation = None  # (id, ServerConversation, db, skip_empty_exchange)
         self.next_conversation_id = 1
 
@@ -68,8 +69,12 @@ class Connection:
             found += LOCALHOST_EXCEPTION_ROLES
         return found
 
+    def allows(self, action: str, db: str = None) -> bool:
+        """Whether this connection's roles grant ``action`` (on ``db`` when db scoped)."""
+        return roles.allows(self.effective_roles(), action, db)
+
     def require(self, name: str, action: str, db: str = None) -> None:
-        if roles.allows(self.effective_roles(), action, db):
+        if self.allows(action, db):
             return
         if self.user is None and not self.localhost_exception():
             raise CommandError(13, f"Command {name} requires authentication")
@@ -77,14 +82,54 @@ class Connection:
             13, f"not authorized on {db or 'admin'} to execute command {{ {name}: ... }}"
         )
 
+    def authenticated(self, user: str, db: str) -> None:
+        """Record a successful authentication, and which user document it was (its userId)."""
+        self.user = (user, db)
+        doc = None if (user, db) == ("__system", "local") else self.member.store.find_user(user, db)
+        self.user_id = doc.get("userId") if doc else None
+
+    def refresh_user(self) -> None:
+        """As mongod after a user management command invalidates its user cache: a session whose
+        user was dropped (or dropped and created again: another userId) is no longer logged in.
+        A password change keeps the sessions already authenticated, as in mongod."""
+        if self.user is None or self.user == ("__system", "local"):
+            return
+        with self.member.store.lock:
+            doc = self.member.store.find_user(*self.user)
+        if doc is None or doc.get("userId") != self.user_id:
+            log.info(
+                "ACCESS",
+                "Removing user from auth session since it no longer exists",
+                user=self.user[0],
+                db=self.user[1],
+                remote=self.remote,
+            )
+            self.user = None
+            self.user_id = None
+
     def require_authenticated(self, name: str) -> None:
         if self.auth_enabled and self.user is None and not self.localhost_exception():
             raise CommandError(13, f"Command {name} requires authentication")
 
     # ---- message loop ----------------------------------------------------------------------
+    def secure(self) -> bool:
+        """Apply --tlsMode to this connection (in its own thread: a slow handshake never holds up
+        the accept loop). False when the connection must end (a plain client under requireTLS,
+        a failed or timed-out handshake, a client gone before its first byte)."""
+        opts = self.member.opts
+        if opts.server_tls is None:
+            return True
+        sock = tls.accept(self.sock, opts.server_tls, opts.tls_mode, self.remote, self.id)
+        if sock is None:
+            return False
+        self.sock = sock
+        return True
+
     def serve(self) -> None:
         log.info("NETWORK", "Connection accepted", remote=self.remote, connectionId=self.id)
         try:
+            if not self.secure():
+                return
             while not self.member.stopping.is_set():
                 request_id, _, op_code, body = wire.read_message(self.sock)
                 if op_code == wire.OP_MSG:
@@ -156,6 +201,8 @@ class Connection:
             log.info("COMMAND", "Command not found", command=name, remote=self.remote)
             return error_reply(59, f"no such command: '{name}'")
         try:
+            self.refresh_user()
+            sessions.check(self, name, doc)  # txnNumber: only on a retryable write, as mongod
             reply = handler(self, db, doc)
         except CommandError as exc:
             if exc.code not in (13, 18, 59):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import datetime
 import itertools
+import ssl
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -45,7 +46,7 @@ class Peer:
             try:
                 if self.client is None:
                     name, port = replset.split_host(self.host)
-                    client = wire.WireClient(name, port, timeout)
+                    client = wire.WireClient(name, port, timeout, self.member.opts.client_tls)
                     try:
                         if self.member.opts.key:
                             scram.client_authenticate(
@@ -68,6 +69,8 @@ class Peer:
                 if self.client is not None:
                     self.client.close()
                     self.client = None
+                if isinstance(exc, ssl.SSLCertVerificationError):
+                    exc = f"TLS peer certificate validation failed: {exc.verify_message}"
                 raise PeerError(f"{self.host}: {exc or type(exc).__name__}") from None
 
     def close(self) -> None:
@@ -287,6 +290,7 @@ class Member:
                 "standinSync": 1,
                 "users": copy.deepcopy(self.store.state["users"]),
                 "data": copy.deepcopy(self.store.state["data"]),
+                "sessions": copy.deepcopy(self.store.state.get("sessions", {})),
                 "repl": self.store.repl_version(),
             }
 
@@ -318,7 +322,9 @@ class Member:
                 acks += 1
         return acks
 
-    def receive_snapshot(self, users: list, data: bytes, version: list) -> list:
+    def receive_snapshot(
+        self, users: list, data: dict, version: list, sessions: dict | None = None
+    ) -> list:
         if self.state() != "SECONDARY":
             raise CommandError(
                 10107, f"this member is {self.state()}, it only takes snapshots as a SECONDARY"
@@ -329,6 +335,8 @@ class Member:
                 return mine
             self.store.state["users"] = users
             self.store.state["data"] = data
+            if sessions is not None:  # the retryable writes' table goes with the documents
+                self.store.state["sessions"] = sessions
             self.store.state["repl"] = {"epoch": version[0], "seq": int(version[1])}
             self.store.save()
             return self.store.repl_version()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import stat
 import sys
 from dataclasses import dataclass, field
 
-from . import STANDIN_NAME, VERSION
+from . import STANDIN_NAME, VERSION, tls
 
 USAGE = f"""\
 mongod ({STANDIN_NAME}) {VERSION}
@@ -20,6 +21,12 @@ Options the stand-in accepts (any other option is an error):
   --bind_ip_all         listen on all IPv4 addresses
   --port N              port (default 27017)
   --dbpath PATH         data directory (default /data/db); must exist
+  --maxConns N          refuse connections beyond N open ones (default 1000000)
+  --tlsMode MODE        disabled (default), allowTLS, preferTLS or requireTLS
+  --tlsCertificateKeyFile PATH   one PEM file: the server certificate and its private key
+  --tlsCAFile PATH      CA certificates: verifies the other members (and client certificates)
+  --tlsAllowConnectionsWithoutCertificates   clients need no certificate (needed with --tlsCAFile)
+  --tlsAllowInvalidHostnames   do not check the other members' host names
   --version, --help
 """
 
@@ -43,10 +50,35 @@ class Options:
     key: str = ""
     auth: bool = False
     dbpath: str = "/data/db"
+    max_conns: int = 1000000
+    tls_mode: str = "disabled"
+    tls_pem: str = ""
+    tls_ca_file: str = ""
+    tls_allow_no_certificate: bool = False
+    tls_allow_invalid_hostnames: bool = False
+    server_tls: ssl.SSLContext | None = None  # ingress, unless tlsMode is disabled
+    client_tls: ssl.SSLContext | None = None  # member to member, under preferTLS/requireTLS
 
 
-_WITH_VALUE = {"--replSet", "--keyFile", "--bind_ip", "--port", "--dbpath"}
-_FLAGS = {"--auth", "--bind_ip_all", "--version", "--help"}
+_WITH_VALUE = {
+    "--replSet",
+    "--keyFile",
+    "--bind_ip",
+    "--port",
+    "--dbpath",
+    "--maxConns",
+    "--tlsMode",
+    "--tlsCertificateKeyFile",
+    "--tlsCAFile",
+}
+_FLAGS = {
+    "--auth",
+    "--bind_ip_all",
+    "--version",
+    "--help",
+    "--tlsAllowConnectionsWithoutCertificates",
+    "--tlsAllowInvalidHostnames",
+}
 
 
 def parse(argv: list[str] | None) -> Options | None:
@@ -109,13 +141,62 @@ def parse(argv: list[str] | None) -> Options | None:
         opts.replset = seen["--replSet"].split("/", 1)[0]
         if not opts.replset:
             raise OptionError("Error parsing command line: --replSet is empty")
+    if "--maxConns" in seen:
+        try:
+            opts.max_conns = int(seen["--maxConns"])
+        except ValueError:
+            raise OptionError(
+                f"Error parsing command line: bad value for --maxConns: {seen['--maxConns']!r}"
+            ) from None
+        if opts.max_conns < 1:
+            raise OptionError("Error parsing command line: --maxConns must be at least 1")
     opts.dbpath = seen.get("--dbpath", opts.dbpath)
     opts.auth = bool(seen.get("--auth"))
     if "--keyFile" in seen:
         opts.keyfile = seen["--keyFile"]
         opts.key = read_keyfile(opts.keyfile)
         opts.auth = True  # keyFile implies security.authorization
+    _parse_tls(opts, seen)
     return opts
+
+
+def _parse_tls(opts: Options, seen: dict) -> None:
+    """The --tls* options, checked as mongod checks them (exit 2), then the PEM and CA files
+    loaded (exit 1: mongod cannot start without a usable certificate)."""
+    opts.tls_mode = seen.get("--tlsMode", "disabled")
+    if opts.tls_mode not in tls.MODES:
+        raise OptionError(
+            f"Error parsing command line: unsupported value for tlsMode {opts.tls_mode} "
+            f"(one of {', '.join(tls.MODES)})"
+        )
+    opts.tls_pem = seen.get("--tlsCertificateKeyFile", "")
+    opts.tls_ca_file = seen.get("--tlsCAFile", "")
+    opts.tls_allow_no_certificate = bool(seen.get("--tlsAllowConnectionsWithoutCertificates"))
+    opts.tls_allow_invalid_hostnames = bool(seen.get("--tlsAllowInvalidHostnames"))
+    if opts.tls_mode == "disabled":
+        if opts.tls_pem or opts.tls_ca_file or opts.tls_allow_no_certificate:
+            raise OptionError(
+                "need to enable TLS via the sslMode/tlsMode flag when using TLS configuration "
+                "parameters"
+            )
+        return
+    if not opts.tls_pem:
+        raise OptionError("need tlsCertificateKeyFile or certificateSelector when TLS is enabled")
+    if opts.tls_ca_file and not opts.tls_allow_no_certificate:
+        # mongod would then reject every client without a certificate; the stand-in does not
+        # implement client certificates, so it refuses to start rather than serve them anyway.
+        raise OptionError(
+            "with --tlsCAFile mongod requires client certificates, which the mongod stand-in "
+            "does not implement: add --tlsAllowConnectionsWithoutCertificates"
+        )
+    try:
+        opts.server_tls = tls.server_context(opts.tls_pem, opts.tls_ca_file)
+        if opts.tls_mode in tls.EGRESS_MODES:
+            opts.client_tls = tls.client_context(
+                opts.tls_pem, opts.tls_ca_file, opts.tls_allow_invalid_hostnames
+            )
+    except tls.TLSConfigError as exc:
+        raise OptionError(str(exc), 1) from None
 
 
 def read_keyfile(path: str) -> str:

@@ -31,6 +31,9 @@ CLUSTER_ROLES = {  # valid in admin only
 }
 ADMIN_ONLY = set(ANY_DB_ROLES) | set(CLUSTER_ROLES) | {"root", "__system"}
 CLUSTER_ACTIONS = {"clusterMonitor", "clusterManager", "internal"}
+# A database name no database has: allows(roles, action, ANY_DATABASE) is true only for roles
+# that grant the action on every database (mongod's "any normal resource").
+ANY_DATABASE = "\0any database"
 
 
 def role_exists(role: str, db: str) -> bool:
@@ -64,7 +67,7 @@ def readable_dbs(roles: list) -> set[str] | None:
     """Databases ``roles`` can read; None means every database."""
     dbs = set()
     for item in roles:
-        if allows([item], "read", "\0any"):
+        if allows([item], "read", ANY_DATABASE):
             return None
         if item["role"] in DB_ROLES:
             dbs.add(item["db"])

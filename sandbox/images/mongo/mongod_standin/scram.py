@@ -37,10 +37,15 @@ def _hmac(name: str, key: bytes, msg: str) -> bytes:
     return hmac.new(key, msg, name).digest()
 
 
-def _prepared_password(mechanism: str, user: str, password: str) -> bytes:
+def password_digest(user: str, password: str) -> str:
+    """MongoDB's "digested" password, md5("user:mongo:password") in hex: what SCRAM-SHA-1
+    hashes (mongod's createPasswordDigest; a client that digests sends this as pwd)."""
+    return hashlib.md5(f"{user}:mongo:{password}".encode()).hexdigest()
+
+
+def _prepared_password(mechanism: str, user: str, password: str, digested: bool = False) -> bytes:
     if mechanism == "SCRAM-SHA-1":
-        # MongoDB's SCRAM-SHA-1 hashes the "digested" password: md5("user:mongo:password").
-        return hashlib.md5(f"{user}:mongo:{password}".encode()).hexdigest().encode()
+        return (password if digested else password_digest(user, password)).encode()
     return saslprep(password).encode("utf-8")
 
 
@@ -50,13 +55,20 @@ def make_credentials(
     password: str,
     salt: bytes | None = None,
     iterations: int | None = None,
+    digested: bool = False,
 ) -> dict:
-    """Return the stored credentials for one mechanism: the password itself is not kept."""
+    """Return the stored credentials for one mechanism: the password itself is not kept.
+
+    ``digested``: for SCRAM-SHA-1 only, ``password`` is already the digest (password_digest),
+    as a client sends it with ``digestPassword: false``.
+    """
+    if digested and mechanism != "SCRAM-SHA-1":
+        raise ValueError(f"{mechanism} needs the password itself, not a digest")
     name, salt_len, default_iterations = _PARAMS[mechanism]
     salt = salt if salt is not None else os.urandom(salt_len)
     iterations = iterations or default_iterations
     salted = hashlib.pbkdf2_hmac(
-        name, _prepared_password(mechanism, user, password), salt, iterations
+        name, _prepared_password(mechanism, user, password, digested), salt, iterations
     )
     client_key = _hmac(name, salted, b"Client Key")
     return {

@@ -5,6 +5,8 @@ Layout of the state document:
     repl:     {epoch: str, seq: int}   identifies the replicated part's version
     users:    [user documents, with SCRAM credentials, never a password]
     data:     {db: {collection: [documents]}}
+    sessions: {"<lsid id>:<uid>": {txnNumber, executed: [[first, last] stmtId ranges], lastUse}}
+              the retryable writes' table (sessions.py); absent from older state files
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class Store:
                 "repl": {"epoch": uuid.uuid4().hex, "seq": 0},
                 "users": [],
                 "data": {},
+                "sessions": {},
             }
 
     def save(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+import ssl
 import struct
 import threading
 
@@ -130,11 +131,21 @@ def op_reply(doc: dict, response_to: int) -> bytes:
 
 
 class WireClient:
-    """A minimal OP_MSG client, used by a member to talk to the other members."""
+    """A minimal OP_MSG client, used by a member to talk to the other members; over TLS when
+    given a context (the handshake, bounded by ``timeout``, checks the peer's certificate and
+    its name against ``host``, as the context says)."""
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
+    def __init__(
+        self, host: str, port: int, timeout: float, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.address = (host, port)
         self.sock = socket.create_connection(self.address, timeout=timeout)
+        if tls is not None:
+            try:
+                self.sock = tls.wrap_socket(self.sock, server_hostname=host)
+            except BaseException:
+                self.sock.close()
+                raise
         self.sock.settimeout(timeout)
 
     def command(self, db: str, doc: dict) -> dict:
