@@ -13,12 +13,12 @@
 //                      wallets/transactions to reconcile; its own books are in PostgreSQL.
 // An existing user whose roles differ, or whose password no longer logs in (checked with a
 // separate, short-lived connection), gets both reset with updateUser (rotation = change the
-// value in .env.ec2, recreate mongo-primary so it sees it, run this again); otherwise nothing
-// is written, so a second run changes nothing.
+// secret, env.sync, run this again); otherwise nothing is written, so a second run changes
+// nothing.
 //
-// Every value comes from the container's environment (process.env). Passwords are never
-// printed. Output: one line per user: `user NAME created`, `user NAME updated` or
-// `user NAME unchanged`.
+// Names come from the container's environment (process.env); the passwords from the secret
+// files Compose mounts under /run/secrets (never from an environment variable, never printed).
+// Output: one line per user: `user NAME created`, `user NAME updated` or `user NAME unchanged`.
 (function () {
   const env = process.env;
   const fail = (typeof jafarRs !== 'undefined' && jafarRs.fail) || function (message) {
@@ -34,16 +34,32 @@
     return value;
   }
 
+  const secretsDir = (typeof jafarRs !== 'undefined' && jafarRs.secretsDir) || '/run/secrets';
+  // The data plane speaks TLS only (mongod --tlsMode requireTLS): verify it with the data CA.
+  const TLS_OPTIONS = 'tls=true&tlsCAFile=' + secretsDir + '/data_ca_crt';
+  function secret(name) {
+    let value = '';
+    try {
+      value = require('fs').readFileSync(secretsDir + '/' + name, 'utf8').replace(/\n+$/, '');
+    } catch (e) {
+      fail(secretsDir + '/' + name + ' cannot be read in mongo-primary (run env.sync)');
+    }
+    if (!value) {
+      fail(secretsDir + '/' + name + ' is empty (run env.sync)');
+    }
+    return value;
+  }
+
   const appDbName = required('MONGO_APP_DB');
   const users = [
     {
       user: required('MONGO_APP_USER'),
-      pwd: required('MONGO_APP_PASSWORD'),
+      pwd: secret('mongo_app_password'),
       roles: [{ role: 'readWrite', db: appDbName }],
     },
     {
       user: required('MONGO_LEDGER_USER'),
-      pwd: required('MONGO_LEDGER_PASSWORD'),
+      pwd: secret('mongo_ledger_password'),
       roles: [{ role: 'read', db: appDbName }],
     },
   ];
@@ -75,8 +91,8 @@
     }
     let conn = null;
     try {
-      conn = new Mongo('mongodb://' + address +
-                       '/?directConnection=true&serverSelectionTimeoutMS=5000');
+      conn = new Mongo('mongodb://' + address + '/?directConnection=true&' + TLS_OPTIONS +
+                       '&serverSelectionTimeoutMS=5000');
       conn.getDB(appDbName).auth(spec.user, spec.pwd);
       return true;
     } catch (e) {

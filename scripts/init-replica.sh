@@ -16,9 +16,19 @@
 # (`docker compose exec -T mongo-primary mongosh --nodb --file /dev/stdin`), and this script
 # streams the JavaScript to it on stdin: the replica set step below, then scripts/init-mongo.js
 # (users), then the final status line. Nothing has to be copied or mounted into the container,
-# and the JavaScript the host has is the JavaScript that runs. The root credentials and the
-# users' passwords are read inside the container from its own environment (process.env), so no
-# secret is on any command line, in this script, or in its output.
+# and the JavaScript the host has is the JavaScript that runs.
+#
+# The users' names (MONGO_APP_USER, MONGO_LEDGER_USER) come from .env.ec2 and their passwords
+# from the host's secret files (secrets/, written by env.sync), handed to the container at each
+# run: first on the same stdin (one `NAME BASE64` line per file), written by the container's
+# shell into a private folder on its /tmp (a tmpfs), removed when mongosh ends. Not from the
+# container's own /run/secrets: a Compose secret is a bind mount of the file as it was when the
+# container started, and env.sync replaces files, so after a rotation that copy is stale (and
+# the container is not recreated: its configuration names no user and no password). No secret
+# is on any command line, in an environment variable, in this script, or in its output.
+# On a fresh replica set the root user is created here, through mongod's localhost exception,
+# after rs0 has a PRIMARY (the mongo image is given no root user: its entrypoint would put the
+# password on jq's command line).
 #
 # Idempotent: when rs0 is already initiated it is left alone and only the users are brought up to
 # date. The last line of the output is exactly one of:
@@ -33,6 +43,9 @@ readonly DEFAULT_MEMBERS="mongo-primary:27017,mongo-secondary:27018,mongo-arbite
 readonly COMPOSE_FILE="compose/docker-compose.data.yml"
 readonly ENV_FILE=".env.ec2"
 readonly USERS_JS="scripts/init-mongo.js"
+readonly HANDOFF_SH="scripts/mongosh-handoff.sh"
+readonly SECRETS_DIR="secrets"
+readonly HANDED=(mongo_root_password mongo_app_password mongo_ledger_password data_ca_crt)
 
 project="jafar-data"
 timeout_s=120
@@ -87,6 +100,10 @@ done
     || die "$COMPOSE_FILE not found: run this from the deploy path (e.g. cd /opt/jafar)"
 [ -f "$ENV_FILE" ] || die "$ENV_FILE not found in $(pwd): run env.sync first"
 [ -f "$USERS_JS" ] || die "$USERS_JS not found in $(pwd)"
+[ -f "$HANDOFF_SH" ] || die "$HANDOFF_SH not found in $(pwd)"
+for name in "${HANDED[@]}"; do
+    [ -r "$SECRETS_DIR/$name" ] || die "$SECRETS_DIR/$name cannot be read in $(pwd) (run env.sync)"
+done
 
 # MONGO_HOSTS from .env.ec2, read as data (the file is never sourced: it holds secrets and a
 # value could be shell code). Surrounding quotes are removed.
@@ -130,6 +147,12 @@ fi
 [ -n "$running" ] \
     || die "mongo-primary is not running in compose project $project (run data.up first)"
 
+app_user="$(env_file_value MONGO_APP_USER)"
+ledger_user="$(env_file_value MONGO_LEDGER_USER)"
+if [ -z "$app_user" ] || [ -z "$ledger_user" ]; then
+    die "MONGO_APP_USER and MONGO_LEDGER_USER must be set in $ENV_FILE (run env.sync)"
+fi
+
 echo "replica set rs0: members $members ($members_source), timeout ${timeout_s}s"
 
 # The JavaScript streamed to mongosh. Quoted here-documents: the shell expands nothing in them.
@@ -149,10 +172,23 @@ const jafarRs = (function () {
     quit(3);
   }
 
-  const rootUser = env.MONGO_INITDB_ROOT_USERNAME;
-  const rootPassword = env.MONGO_INITDB_ROOT_PASSWORD;
+  // The root user's name from the environment, its password from the secret file (never an
+  // environment variable or an argument: the mongo image's own root-user creation would pass
+  // it to `jq --arg`, visible in ps; this script creates the user instead, see below).
+  const secretsDir = env.JAFAR_SECRETS_DIR || '/run/secrets';  // the handed files
+  // The data plane speaks TLS only (mongod --tlsMode requireTLS): verify it with the data CA.
+  const TLS_OPTIONS = 'tls=true&tlsCAFile=' + secretsDir + '/data_ca_crt';
+  const rootUser = env.MONGO_ROOT_USERNAME;
+  let rootPassword = '';
+  try {
+    rootPassword = require('fs').readFileSync(secretsDir + '/mongo_root_password', 'utf8')
+      .replace(/\n+$/, '');
+  } catch (e) {
+    fail(secretsDir + '/mongo_root_password cannot be read (run env.sync)');
+  }
   if (!rootUser || !rootPassword) {
-    fail('MONGO_INITDB_ROOT_USERNAME / MONGO_INITDB_ROOT_PASSWORD are not set in mongo-primary');
+    fail('MONGO_ROOT_USERNAME or ' + secretsDir + '/mongo_root_password is empty in ' +
+         'mongo-primary');
   }
   if (members.length !== 3) {
     fail('expected three replica set members, got ' + members.length);
@@ -162,20 +198,29 @@ const jafarRs = (function () {
     return e && (e.code === 18 || e.codeName === 'AuthenticationFailed');
   }
 
-  // A connection to one member, authenticated as root; retried until the deadline.
-  function connectAdmin(host) {
+  // A connection to one member, authenticated as root; retried until the deadline. Before the
+  // first user exists, mongod's localhost exception lets this (local) shell in without one:
+  // `noUser` then says so, and the root user is created below, on the PRIMARY.
+  function connectAdmin(host, allowNoUser) {
     let last = 'no attempt';
     for (;;) {
       try {
-        const conn = new Mongo('mongodb://' + host +
-                               '/?directConnection=true&serverSelectionTimeoutMS=5000');
+        const conn = new Mongo('mongodb://' + host + '/?directConnection=true&' + TLS_OPTIONS +
+                               '&serverSelectionTimeoutMS=5000');
         const admin = conn.getDB('admin');
-        admin.auth(rootUser, rootPassword);
-        return admin;
-      } catch (e) {
-        if (isAuthError(e)) {
+        try {
+          admin.auth(rootUser, rootPassword);
+          return { admin: admin, noUser: false };
+        } catch (e) {
+          if (!isAuthError(e)) {
+            throw e;
+          }
+          if (allowNoUser && noUsersYet(admin)) {
+            return { admin: admin, noUser: true };
+          }
           fail('authentication as the root user failed on ' + host);
         }
+      } catch (e) {
         last = e.message;
       }
       if (Date.now() > deadline) {
@@ -185,7 +230,20 @@ const jafarRs = (function () {
     }
   }
 
-  const localAdmin = connectAdmin(local);
+  // Without credentials, mongod answers replSetGetStatus (or says rs0 is not yet initiated)
+  // only under the localhost exception, that is while there is no user at all; once a user
+  // exists it answers Unauthorized (13).
+  function noUsersYet(admin) {
+    try {
+      const status = admin.runCommand({ replSetGetStatus: 1 });
+      return status.ok === 1 || status.code === 94;
+    } catch (e) {
+      return e.code === 94 || e.codeName === 'NotYetInitialized';
+    }
+  }
+
+  const localConn = connectAdmin(local, true);
+  const localAdmin = localConn.admin;
 
   let initiated = false;
   let status = null;
@@ -254,9 +312,25 @@ const jafarRs = (function () {
   }
   print('replica set rs0: PRIMARY is ' + primary.host);
 
+  // The first user, through the localhost exception (on the PRIMARY: this container's mongod
+  // after a fresh initiate); the password reaches mongod in the createUser command only.
+  if (localConn.noUser) {
+    if (!primary.isLocal) {
+      fail('no user exists yet and this member is not the PRIMARY (' + primary.host + ')');
+    }
+    const created = localAdmin.runCommand({ createUser: rootUser, pwd: rootPassword,
+                                            roles: [{ role: 'root', db: 'admin' }] });
+    if (created.ok !== 1) {
+      fail('creating the root user failed: ' + (created.errmsg || created.codeName));
+    }
+    print('user ' + rootUser + ' created');
+    localAdmin.auth(rootUser, rootPassword);
+  }
+
   // Users are written on the PRIMARY (after a failover it is not this container).
-  const admin = primary.isLocal ? localAdmin : connectAdmin(primary.host);
-  return { admin: admin, primaryHost: primary.host, initiated: initiated, fail: fail };
+  const admin = primary.isLocal ? localAdmin : connectAdmin(primary.host, false).admin;
+  return { admin: admin, primaryHost: primary.host, initiated: initiated, fail: fail,
+           secretsDir: secretsDir };
 })();
 // The users step (scripts/init-mongo.js) works on this authenticated admin database.
 const jafarAdminDb = jafarRs.admin;
@@ -267,10 +341,18 @@ IFS= read -r -d '' final_js <<'JS' || true
 print(jafarRs.initiated ? 'replica set rs0 initiated' : 'replica set rs0 already initiated');
 JS
 
-# One mongosh process; every secret stays in the container's environment. The whole run is
-# bounded: mongosh's own waits use --timeout, `timeout` is the last resort.
+# In the container: scripts/mongosh-handoff.sh writes the handed files into a private folder of
+# its tmpfs, runs mongosh on the rest of stdin, and removes the folder.
+container_sh="$(cat "$HANDOFF_SH")"
+readonly container_sh
+
+# The whole run is bounded: mongosh's own waits use --timeout, `timeout` is the last resort.
 set +e
 {
+    for name in "${HANDED[@]}"; do
+        printf '%s %s\n' "$name" "$(base64 -w0 <"$SECRETS_DIR/$name")"
+    done
+    printf -- '--\n'
     printf '%s\n' "$replica_js"
     cat "$USERS_JS"
     printf '\n%s\n' "$final_js"
@@ -278,8 +360,10 @@ set +e
     "${compose[@]}" exec -T \
     -e JAFAR_RS_MEMBERS="$members" \
     -e JAFAR_RS_TIMEOUT="$timeout_s" \
+    -e MONGO_APP_USER="$app_user" \
+    -e MONGO_LEDGER_USER="$ledger_user" \
     -e HOME=/tmp \
-    mongo-primary mongosh --quiet --norc --nodb --file /dev/stdin
+    mongo-primary sh -c "$container_sh" init-replica
 rc=$?
 set -e
 

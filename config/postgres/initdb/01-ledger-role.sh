@@ -2,7 +2,8 @@
 # PostgreSQL first-start init (the official image runs /docker-entrypoint-initdb.d/* once, on an
 # empty data directory, as the database superuser over the local socket).
 #
-# Creates the ledger service's role LEDGER_DB_USER with LEDGER_DB_PASSWORD, or resets them when
+# Creates the ledger service's role LEDGER_DB_USER with its password (the file
+# LEDGER_DB_PASSWORD_FILE names, a Compose secret; LEDGER_DB_PASSWORD by hand), or resets them when
 # the role exists (safe to re-run), and grants it only what the ledger needs on LEDGER_DB_NAME
 # (created by the image from POSTGRES_DB):
 #   - LOGIN, and nothing else: no superuser, no CREATEDB, no CREATEROLE, no replication, no
@@ -26,7 +27,13 @@ ledger_role_main() (
     : "${POSTGRES_USER:?POSTGRES_USER is not set}"
     : "${LEDGER_DB_NAME:?LEDGER_DB_NAME is not set (.env.ec2)}"
     : "${LEDGER_DB_USER:?LEDGER_DB_USER is not set (.env.ec2)}"
-    : "${LEDGER_DB_PASSWORD:?LEDGER_DB_PASSWORD is not set (.env.ec2)}"
+    # The password comes from the secret file LEDGER_DB_PASSWORD_FILE names (Compose secrets),
+    # into this subshell's environment only (psql reads it with \getenv; never on argv).
+    if [ -n "${LEDGER_DB_PASSWORD_FILE:-}" ]; then
+        LEDGER_DB_PASSWORD="$(cat "$LEDGER_DB_PASSWORD_FILE")"
+        export LEDGER_DB_PASSWORD
+    fi
+    : "${LEDGER_DB_PASSWORD:?LEDGER_DB_PASSWORD_FILE (or LEDGER_DB_PASSWORD) is not set}"
     if [ "$LEDGER_DB_USER" = "$POSTGRES_USER" ]; then
         echo "01-ledger-role: LEDGER_DB_USER must not be the superuser POSTGRES_USER" >&2
         exit 1
