@@ -8,43 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.cli.conftest import assert_bad_input, hosts
 from tests.conftest import env_yaml, run_inv
-
-
-def hosts(port: int, key: str = "/nonexistent/id_ed25519") -> str:
-    return f"""\
-- name: h1
-  address: 127.0.0.1
-  port: {port}
-  user: admin
-  key: {key}
-  roles: [data, core]
-"""
-
-
-@pytest.fixture
-def setup(environments, listener, tmp_path):
-    """An environments file whose only host is the listener; returns (path, extra env)."""
-    def make(text: str | None = None, extra: str = "", key: str | None = None):
-        keyfile = tmp_path / "id_ed25519"
-        keyfile.write_text("not a real key\n")
-        known = tmp_path / "known_hosts"
-        known.write_text("")
-        base = f"known_hosts: {known}\nenv_file: {tmp_path / 'env'}\n" + extra
-        body = text if text is not None else env_yaml(
-            hosts(listener.port, key or str(keyfile)), base)
-        path = environments(body)
-        return {"JAFAR_ENVIRONMENTS": str(path)}
-    return make
-
-
-def assert_bad_input(result, listener, *fragments: str) -> None:
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    assert listener.accepted == 0
 
 
 def test_unknown_environment(setup, listener):

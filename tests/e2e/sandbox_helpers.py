@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import subprocess
+import time
+from pathlib import Path
 
 HOST = "jafar-sandbox-1"
 
@@ -22,3 +24,20 @@ def host_ip() -> str:
     return subprocess.run(["docker", "inspect", "--format",
                            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", HOST],
                           capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+
+
+def wait_for_process(*words: str, timeout: float = 60) -> None:
+    """Until a process whose command line holds every word runs (on this machine or inside the
+    sandbox's containers, whose processes it sees): read from /proc, so the wait costs no
+    `docker exec` and is not slowed by a busy engine."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                args = cmdline.read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if all(w.encode() in args for w in words):
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"no process with {' '.join(words)} within {timeout:.0f}s")

@@ -8,37 +8,70 @@ from pathlib import Path
 import pytest
 
 from fabfile import envfile
-from tests.conftest import env_yaml, run_inv
+from fabfile.config import load_environment
+from fabfile.ops import datatls
+from tests.conftest import complete_env, env_yaml, run_inv
 
 CANARY = "canary-7c1d9e55f0a2b4e8"
 
 
 @pytest.fixture
-def target(sshd, environments, tmp_path: Path):
+def deploy_path():
+    """A deploy path of its own under /srv (the suite accepts only /opt or /srv folders)."""
+    import shutil
+    import uuid
+
+    path = Path(f"/srv/jafar-it-{uuid.uuid4().hex[:8]}")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def target(sshd, environments, tmp_path: Path, deploy_path: Path):
     """An environment whose single host is the sshd, with a complete env file of canaries."""
     env_file = tmp_path / "env"
-    env_file.write_text("".join(f"{k}={CANARY}-{i}\n"
-                                for i, k in enumerate(envfile.example_keys())))
+    env_file.write_text(complete_env(CANARY))
     env_file.chmod(0o600)
     known = tmp_path / "known_hosts"
     known.write_text(sshd.known_hosts_line())
-    deploy = tmp_path / "deploy"
+    deploy = deploy_path
     host = (f"- name: h1\n  address: 127.0.0.1\n  port: {sshd.port}\n  user: {sshd.user}\n"
             f"  key: {sshd.user_key}\n  roles: [data, core]\n")
-    extra = f"deploy_path: {deploy}\nenv_file: {env_file}\nknown_hosts: {known}\n"
+    tls = tmp_path / "tls"  # the gateway's pair (content does not matter here)
+    tls.mkdir()
+    (tls / "tls.crt").write_text("certificate")
+    (tls / "tls.key").write_text("canary-tls-key")
+    operator = tmp_path / "tester.pub"  # the person behind the key: who locks and signs
+    operator.write_text(Path(f"{sshd.user_key}.pub").read_text())
+    extra = (f"deploy_path: {deploy}\nenv_file: {env_file}\nknown_hosts: {known}\n"
+             f"tls_dir: {tls}\n"
+             f"host: {{operator_keys: [{operator}]}}\n")
     path = environments(env_yaml(host, extra))
-    return {"env": {"JAFAR_ENVIRONMENTS": str(path)}, "deploy": deploy, "env_file": env_file,
-            "known": known}
+    datatls.ensure(load_environment("test", path))  # the data plane's CA and certificate
+    return {"env": {"JAFAR_ENVIRONMENTS": str(path), "JAFAR_AUDIT_DIR": str(tmp_path / "audit")},
+            "deploy": deploy, "env_file": env_file, "known": known}
 
 
 def test_env_sync_uploads_0600_then_has_nothing_to_do(target, sshd):
     first = run_inv("env.sync", "--host", "test", env=target["env"])
     assert first.returncode == 0, first.stderr
     landed = target["deploy"] / ".env.ec2"
-    assert landed.read_bytes() == target["env_file"].read_bytes()
+    values = envfile.parse(target["env_file"])
+    settings = landed.read_text()
+    assert "MONGO_APP_USER=" in settings and CANARY not in settings  # names only
     assert stat.S_IMODE(landed.stat().st_mode) == 0o600
-    assert f"[h1] env.sync: uploaded {landed} (0600)" in first.stdout
+    secret = target["deploy"] / "secrets" / "redis_password"
+    assert secret.read_text() == values["REDIS_PASSWORD"]
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o440  # 0400 and the ACL's mask
+    assert "[h1] env.sync: uploaded .env.ec2 (0600), secrets/" in first.stdout
     assert not list(target["deploy"].glob("*.jafar-tmp"))
+    # locked and released; this sshd host has no audit helper (host.prepare never ran): the
+    # signed record is kept locally and the operator told, the task still succeeds
+    assert (target["deploy"] / "state" / "locks").is_dir()
+    assert not (target["deploy"] / "state" / "locks" / "deploy").exists()
+    assert "audit record NOT appended on the host" in first.stdout
+    unsent = (target["env"]["JAFAR_AUDIT_DIR"] + "/test.unsent.log")
+    assert '"task":"env.sync"' in Path(unsent).read_text()
 
     second = run_inv("env.sync", "--host", "test", env=target["env"])
     assert second.returncode == 0, second.stderr
@@ -97,3 +130,21 @@ def test_host_trust_records_only_a_matching_fingerprint(target, sshd):
 
     ok = run_inv("env.sync", "--host", "test", env=target["env"])
     assert ok.returncode == 0, ok.stderr
+
+
+def test_host_trust_refuses_a_key_of_a_new_type(target, sshd, tmp_path):
+    """A trusted host that now shows a key of another type is not a new host: refused, like a
+    changed key, never prompted for or recorded."""
+    import subprocess
+
+    other = tmp_path / "other_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", str(other)], check=True)
+    recorded = f"[127.0.0.1]:{sshd.port} {' '.join(Path(f'{other}.pub').read_text().split()[:2])}\n"
+    target["known"].write_text(recorded)
+    fp = subprocess.run(["ssh-keygen", "-lf", "-"], input=sshd.host_pub, text=True,
+                        capture_output=True, check=True).stdout.split()[1]
+    r = run_inv("host.trust", "--host", "test", "--fingerprint", fp, env=target["env"])
+    assert r.returncode == 1
+    assert "is trusted with ecdsa-sha2-nistp256 but now presents a ssh-ed25519 key" in r.stderr
+    assert "not recording it" in r.stderr
+    assert target["known"].read_text() == recorded

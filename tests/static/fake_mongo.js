@@ -18,7 +18,7 @@ function fakeError(code, codeName, message) {
 function FakeMongo(uri) {
   const s = fakeLoad();
   const host = uri.replace(/^mongodb:\/\//, '').split('/')[0];
-  s.log.push('connect ' + host);
+  s.log.push('connect ' + host + (/[?&]tls=true&tlsCAFile=[^&]+\/data_ca_crt(&|$)/.test(uri) ? ' tls' : ' PLAIN'));
   fakeSave(s);
   if ((s.down || []).includes(host)) {
     const e = new Error('connect ECONNREFUSED ' + host);
@@ -34,7 +34,7 @@ function FakeDb(conn, name) {
   this.auth = function (user, pwd) {
     const s = fakeLoad();
     const known = s.users[name + '.' + user];
-    const ok = (name === 'admin' && user === s.root.user && pwd === s.root.pwd) ||
+    const ok = (name === 'admin' && s.root && user === s.root.user && pwd === s.root.pwd) ||
                (known && known.pwd === pwd);
     s.log.push('auth ' + conn.host + ' ' + name + '.' + user + ' ' + (ok ? 'ok' : 'failed'));
     fakeSave(s);
@@ -57,7 +57,11 @@ function FakeDb(conn, name) {
                isWritablePrimary: Boolean(primary && me === primary) };
     }
     fakeSave(s);
-    if (conn.user === null) {
+    // the localhost exception: without any user, a local connection may manage users and rs0
+    const noUser = !s.root && Object.keys(s.users).length === 0;
+    const exception = noUser && conn.host === s.localAddress &&
+      ['replSetGetStatus', 'replSetInitiate', 'createUser'].includes(verb);
+    if (conn.user === null && !exception) {
       throw fakeError(13, 'Unauthorized', 'command ' + verb + ' requires authentication');
     }
     if (verb === 'replSetGetStatus') {
@@ -79,6 +83,13 @@ function FakeDb(conn, name) {
     if (verb === 'usersInfo') {
       const u = s.users[name + '.' + cmd.usersInfo];
       return { ok: 1, users: u ? [{ user: cmd.usersInfo, db: name, roles: u.roles }] : [] };
+    }
+    if (verb === 'createUser' && name === 'admin' &&
+        (cmd.roles || []).some((r) => r.role === 'root')) {
+      s.root = { user: cmd.createUser, pwd: cmd.pwd };
+      s.writes.push('createUser admin.' + cmd.createUser + ' on ' + selfHost);
+      fakeSave(s);
+      return { ok: 1 };
     }
     if (verb === 'createUser') {
       if (s.users[name + '.' + cmd.createUser]) { throw fakeError(51003, 'Location51003', 'User already exists'); }

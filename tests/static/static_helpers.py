@@ -25,6 +25,7 @@ PACKAGES = {
     "openssl": "Debian package openssl",
     "shellcheck": "Debian package shellcheck",
     "promtool": "Debian package prometheus",
+    "rsyslogd": "Debian package rsyslog-gnutls (bin/setup installs it)",
     "mongosh": "npm package mongosh (npm install -g mongosh)",
     "bash": "Debian package bash",
     "timeout": "Debian package coreutils",
@@ -34,7 +35,12 @@ PACKAGES = {
 SUITE_VARIABLES = {
     "JAFAR_REGISTRY", "JAFAR_TAG", "NGINX_IMAGE", "MONGO_IMAGE", "REDIS_IMAGE", "POSTGRES_IMAGE",
     "PROMETHEUS_IMAGE", "GRAFANA_IMAGE", "DATA_BIND_ADDRESS", "COMPOSE_PROFILES",
-    "AWSLOGS_GROUP", "AWS_REGION",
+    "AWSLOGS_GROUP", "AWS_REGION", "JAFAR_HEALTH_INTERVAL", "JAFAR_DB_POOL_SIZE",
+    "MONGO_MAX_CONNECTIONS", "REDIS_MAXCLIENTS", "POSTGRES_MAX_CONNECTIONS", "MONGO_PIDS_LIMIT",
+    "POSTGRES_PIDS_LIMIT", "GATEWAY_BIND",
+    *(f"JAFAR_IMAGE_{s.upper().replace('-', '_')}" for s in (
+        "auth-service", "api-service", "wallet-service", "transaction-service",
+        "ledger-service", "notification-service", "risk-service")),
 }
 
 REGISTRY = "registry.example:5000/jafar"

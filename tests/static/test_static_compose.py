@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from static_helpers import (
     COMPOSE,
     CREDENTIAL,
@@ -57,9 +58,9 @@ def test_split_without_bind_address_fails(env_file: Path):
         assert "DATA_BIND_ADDRESS" in proc.stderr
 
 
-def test_missing_secret_fails_with_its_name(tmp_path: Path, env_values: dict[str, str]):
+def test_missing_setting_fails_with_its_name(tmp_path: Path, env_values: dict[str, str]):
     """A required key missing from .env.ec2 stops every compose command, naming the key."""
-    for files, key in ((DATA_SINGLE, "MONGO_KEYFILE"), (CORE_SPLIT, "AUTH_JWT_SECRET")):
+    for files, key in ((DATA_SINGLE, "MONGO_ROOT_USERNAME"), (CORE_SPLIT, "REDIS_HOST")):
         path = tmp_path / f"{key}.env"
         path.write_text("".join(f"{k}={v}\n" for k, v in env_values.items() if k != key))
         proc = compose_run(path, files, ["config", "--quiet"])
@@ -230,23 +231,55 @@ def test_depends_on_waits_for_health(models: dict[str, dict]):
 
 def test_each_container_gets_only_its_secrets(models: dict[str, dict]):
     """Least privilege: the gateway and Prometheus see no secret; the replica set key and the
-    superuser passwords never reach a service."""
+    superuser passwords never reach a service. Secrets are files (Compose secrets): no
+    container has a credential in its environment, only *_FILE paths."""
     services = {**models["core-split"]["services"], **models["data-single"]["services"]}
 
-    def keys(service: str) -> set[str]:
-        return set(services[service].get("environment") or {})
+    def mounted(service: str) -> set[str]:
+        return {s["source"] for s in services[service].get("secrets") or []}
 
-    assert not {k for k in keys("gateway") | keys("prometheus") if CREDENTIAL.search(k)}
-    for key, allowed in {
-        "MONGO_KEYFILE": {"mongo-primary", "mongo-secondary", "mongo-arbiter"},
-        "MONGO_INITDB_ROOT_PASSWORD": {"mongo-primary"},
-        "POSTGRES_PASSWORD": {"postgres-ledger"},
-        "AUTH_JWT_SECRET": {"auth-service", "api-service"},
-        "LEDGER_DB_PASSWORD": {"ledger-service", "postgres-ledger"},
-        "GRAFANA_ADMIN_PASSWORD": set(),
+    assert mounted("gateway") == {"gateway_tls_crt", "gateway_tls_key"}
+    assert not mounted("prometheus")
+    for secret, allowed in {
+        "mongo_keyfile": {"mongo-primary", "mongo-secondary", "mongo-arbiter"},
+        "mongo_root_password": {"mongo-primary"},
+        "postgres_password": {"postgres-ledger"},
+        "auth_jwt_secret": {"auth-service", "api-service"},
+        "ledger_db_password": {"ledger-service", "postgres-ledger"},
+        "grafana_admin_password": {"grafana"},
     }.items():
-        holders = {s for s in services if key in keys(s)}
-        assert holders == allowed, f"{key} reaches {sorted(holders)}"
+        holders = {s for s in services if secret in mounted(s)}
+        assert holders == allowed, f"{secret} reaches {sorted(holders)}"
+    for name, spec in services.items():
+        for key, value in (spec.get("environment") or {}).items():
+            if CREDENTIAL.search(key):
+                assert key.endswith("_FILE") and str(value).startswith("/run/secrets/"), \
+                    f"{name}: {key} is a credential in the environment"
+
+
+def test_no_credential_is_interpolated_from_the_env_file():
+    """Credentials never pass through `--env-file` interpolation: they are secret files."""
+    for path in COMPOSE.glob("docker-compose.*.yml"):
+        for match in re.finditer(r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)", path.read_text()):
+            assert not CREDENTIAL.search(match.group(1)), f"{path.name}: ${{{match.group(1)}}}"
+
+
+def test_the_mongo_image_gets_no_root_user_variable(models: dict[str, dict]):
+    """The official mongo entrypoint passes MONGO_INITDB_ROOT_PASSWORD(_FILE)'s value to
+    `jq --arg` (visible in ps): the root user is created by init-replica.sh instead."""
+    for service in ("mongo-primary", "mongo-secondary", "mongo-arbiter"):
+        env = models["data-single"]["services"][service].get("environment") or {}
+        assert not [k for k in env if k.startswith("MONGO_INITDB_ROOT")], service
+
+
+def test_every_secret_has_a_file_under_the_deploy_path(models: dict[str, dict]):
+    for name, model in models.items():
+        used = {s["source"] for spec in model["services"].values()
+                for s in spec.get("secrets") or []}
+        defined = model.get("secrets") or {}
+        assert used <= set(defined), name
+        for secret, spec in defined.items():
+            assert spec["file"].endswith(f"/secrets/{secret}"), (name, secret)
 
 
 def test_no_secret_on_a_command_line(models: dict[str, dict], env_values: dict[str, str]):
@@ -274,12 +307,68 @@ def test_env_example_covers_every_variable():
     unknown = used - example - SUITE_VARIABLES
     assert not unknown, f"read by compose but not in .env.ec2.example: {sorted(unknown)}"
     scripts = (ROOT / "scripts" / "init-replica.sh").read_text()
-    unused = {k for k in example if k not in used and k not in scripts}
+    secrets = {m.group(1).upper() for text in texts.values()
+               for m in re.finditer(r"\.\./secrets/([a-z_]+)", text)}
+    unused = {k for k in example if k not in used | secrets and k not in scripts}
     assert not unused, f"keys of .env.ec2.example nothing reads: {sorted(unused)}"
-    assert optional <= SUITE_VARIABLES | {"JAFAR_DATA_NETWORK"}, sorted(optional)
+    from fabfile.alternating import DERIVED
+
+    assert optional <= SUITE_VARIABLES | {"JAFAR_DATA_NETWORK", *DERIVED}, sorted(optional)
+
+
+def test_the_suite_sets_exactly_the_variables_the_stacks_expect_from_it():
+    from fabfile.commands.compose import suite_variables
+    from fabfile.config import load_environment
+
+    env = load_environment("prod", ROOT / "config" / "environments.yml")
+    assert set(suite_variables(env)) <= SUITE_VARIABLES
+
+
+def test_the_catalogue_matches_the_compose_files():
+    """fabfile/services.py is the one place that knows the services: its memory limits and
+    the stores each service uses must be what the compose files say."""
+    from fabfile.services import SERVICES
+
+    stacks = {name: yaml.safe_load((COMPOSE / f"docker-compose.{name}.yml").read_text())
+              for name in ("data", "core")}
+    for service in SERVICES:
+        spec = stacks[service.stack]["services"][service.name]
+        limit = spec["deploy"]["resources"]["limits"]["memory"]
+        assert limit == f"{service.memory_mb}m" or limit == f"{service.memory_mb // 1024}g", \
+            service.name
+        env = spec.get("environment") or {}
+        uses = {store for store, key in (("mongo", "MONGO_HOSTS"), ("redis", "REDIS_HOST"),
+                                         ("postgres", "POSTGRES_HOST")) if key in env}
+        assert uses == set(service.uses), service.name
 
 
 def test_env_example_has_no_real_secret():
     for key, value in example_values().items():
         if CREDENTIAL.search(key):
             assert value == "", f"{key} must be empty in the example"
+
+
+def test_every_container_has_memory_pids_and_cpu_limits(env_file: Path):
+    """CIS Docker 5.10, 5.11, 5.28: memory, CPU shares and a PIDs limit on every service;
+    MongoDB's and PostgreSQL's PIDs follow their connection limits (set by the suite)."""
+    core = compose_json(env_file, CORE_SINGLE, COMPOSE_PROFILES="grafana")
+    data = compose_json(env_file, DATA_SPLIT, DATA_BIND_ADDRESS=BIND, MONGO_PIDS_LIMIT="2256",
+                        POSTGRES_PIDS_LIMIT="428")
+    shares = {}
+    for name, spec in {**core["services"], **data["services"]}.items():
+        limits = spec["deploy"]["resources"]["limits"]
+        assert limits["memory"] and int(limits["pids"]) > 0, name
+        shares[name] = spec["cpu_shares"]
+    assert data["services"]["mongo-primary"]["deploy"]["resources"]["limits"]["pids"] == 2256
+    assert data["services"]["postgres-ledger"]["deploy"]["resources"]["limits"]["pids"] == 428
+    assert shares["gateway"] == shares["postgres-ledger"] == 1024
+    assert shares["api-service"] == 512 and shares["prometheus"] == shares["grafana"] == 256
+
+
+def test_the_gateway_publishes_on_one_address_when_told(env_file: Path):
+    def published(**extra: str) -> set[tuple[str, str]]:
+        ports = compose_json(env_file, CORE_SINGLE, **extra)["services"]["gateway"]["ports"]
+        return {(p.get("host_ip", "*"), p["published"]) for p in ports}
+
+    assert published() == {("*", "80"), ("*", "443")}
+    assert published(GATEWAY_BIND="10.0.1.11") == {("10.0.1.11", "80"), ("10.0.1.11", "443")}

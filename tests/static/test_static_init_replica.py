@@ -9,6 +9,7 @@ Both mongosh lines are exercised: `mongosh` on PATH (2.x) and 1.10.x, the sandbo
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -22,18 +23,20 @@ from static_helpers import ROOT, require_tool
 
 HERE = Path(__file__).resolve().parent
 VENDOR_MONGOSH = ROOT / "sandbox" / "images" / "mongo" / "vendor" / "node_modules" / "mongosh"
-SECRETS = {"MONGO_INITDB_ROOT_PASSWORD": "rootSECRETpassword0001",
-           "MONGO_APP_PASSWORD": "appSECRETpassword0002",
-           "MONGO_LEDGER_PASSWORD": "ledgerSECRETpassword03"}
-CONTAINER_ENV = {"MONGO_INITDB_ROOT_USERNAME": "jafar_root", "MONGO_APP_DB": "jafar",
-                 "MONGO_APP_USER": "jafar_app", "MONGO_LEDGER_USER": "jafar_ledger",
-                 "HOME": "/tmp", **SECRETS}
+# the host's secret files (env.sync writes them under the deploy path's secrets/); the script
+# hands them to mongo-primary at each run
+SECRETS = {"mongo_root_password": "rootSECRETpassword0001",
+           "mongo_app_password": "appSECRETpassword0002",
+           "mongo_ledger_password": "ledgerSECRETpassword03"}
+CONTAINER_ENV = {"MONGO_ROOT_USERNAME": "jafar_root", "MONGO_APP_DB": "jafar", "HOME": "/tmp"}
+USERS = "MONGO_APP_USER=jafar_app\nMONGO_LEDGER_USER=jafar_ledger\n"
 MEMBERS = ["mongo-primary:27017", "mongo-secondary:27018", "mongo-arbiter:27019"]
 
 FAKE_DOCKER = textwrap.dedent("""\
     #!{python}
     # Stand-in for the docker CLI (test only): records argv, answers `compose ... ps`, runs
-    # `compose ... exec [-T] [-e K=V]... SERVICE mongosh ARGS` locally.
+    # `compose ... exec [-T] [-e K=V]... SERVICE sh -c SCRIPT` locally with the container's
+    # environment, its /tmp a folder of the test, and `mongosh` the shim below.
     import json, os, subprocess, sys
     args = sys.argv[1:]
     with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
@@ -48,8 +51,10 @@ FAKE_DOCKER = textwrap.dedent("""\
         sys.exit(0)
     i = args.index("exec") + 1
     env = dict(json.load(open(os.environ["FAKE_CONTAINER_ENV"])))
-    env["PATH"] = os.environ["PATH"]
-    env["FAKE_MONGO_STATE"] = os.environ["FAKE_MONGO_STATE"]
+    for key in ("FAKE_MONGO_STATE", "FAKE_MONGO_JS", "FAKE_MONGOSH"):
+        env[key] = os.environ[key]
+    env["PATH"] = os.environ["FAKE_CONTAINER_PATH"]
+    env["TMPDIR"] = os.environ["FAKE_CONTAINER_TMP"]
     while args[i].startswith("-"):
         if args[i] == "-e":
             key, _, value = args[i + 1].partition("=")
@@ -59,10 +64,17 @@ FAKE_DOCKER = textwrap.dedent("""\
             i += 1
     service, command = args[i], args[i + 1:]
     assert service == "mongo-primary", service
-    assert command[0] == "mongosh", command
+    assert command[:2] == ["sh", "-c"], command
+    sys.exit(subprocess.run(command, env=env).returncode)
+    """)
+
+# the container's mongosh: the stand-in server's JavaScript first, then the script on stdin
+MONGOSH_SHIM = textwrap.dedent("""\
+    #!{python}
+    import os, subprocess, sys
     script = open(os.environ["FAKE_MONGO_JS"]).read() + sys.stdin.read()
-    argv = os.environ["FAKE_MONGOSH"].split() + command[1:]
-    sys.exit(subprocess.run(argv, input=script, text=True, env=env).returncode)
+    argv = os.environ["FAKE_MONGOSH"].split() + sys.argv[1:]
+    sys.exit(subprocess.run(argv, input=script, text=True).returncode)
     """)
 
 
@@ -95,19 +107,30 @@ class Host:
         deploy = root / "deploy"
         (deploy / "scripts").mkdir(parents=True)
         (deploy / "compose").mkdir()
-        for name in ("init-replica.sh", "init-mongo.js"):
+        for name in ("init-replica.sh", "init-mongo.js", "mongosh-handoff.sh"):
             shutil.copy2(ROOT / "scripts" / name, deploy / "scripts" / name)
         shutil.copy2(ROOT / "compose" / "docker-compose.data.yml", deploy / "compose")
         self.deploy = deploy
-        self.write_env_file(f"MONGO_HOSTS={','.join(MEMBERS)}\n")
+        self.write_env_file(f"MONGO_HOSTS={','.join(MEMBERS)}\n" + USERS)
         bindir = root / "bin"
         bindir.mkdir()
         docker = bindir / "docker"
         docker.write_text(FAKE_DOCKER.format(python=sys.executable))
         docker.chmod(0o755)
+        container_bin = root / "container-bin"
+        container_bin.mkdir()
+        (container_bin / "mongosh").write_text(MONGOSH_SHIM.format(python=sys.executable))
+        (container_bin / "mongosh").chmod(0o755)
+        self.container_tmp = root / "container-tmp"
+        self.container_tmp.mkdir()
+        self.secrets = deploy / "secrets"
+        self.secrets.mkdir()
+        for name, value in SECRETS.items():
+            self.write_secret(name, value)
+        self.write_secret("data_ca_crt", "-----BEGIN CERTIFICATE----- (a stand-in)")
         self.container_env = dict(CONTAINER_ENV)
         self.state_path = root / "mongo-state.json"
-        self.state = {"root": {"user": "jafar_root", "pwd": SECRETS["MONGO_INITDB_ROOT_PASSWORD"]},
+        self.state = {"root": None,  # a fresh data volume: the script creates the root user
                       "rs": None, "users": {}, "log": [], "writes": [], "down": [],
                       "localAddress": "127.0.0.1:27017", "localIndex": 0, "primaryIndex": 0,
                       "electAfter": 2}
@@ -115,8 +138,13 @@ class Host:
                     "FAKE_DOCKER_LOG": str(root / "docker-argv.log"),
                     "FAKE_CONTAINER_ENV": str(root / "container-env.json"),
                     "FAKE_MONGO_STATE": str(self.state_path),
-                    "FAKE_MONGO_JS": str(HERE / "fake_mongo.js"), "FAKE_MONGOSH": mongosh}
+                    "FAKE_MONGO_JS": str(HERE / "fake_mongo.js"), "FAKE_MONGOSH": mongosh,
+                    "FAKE_CONTAINER_PATH": f"{container_bin}:{os.environ['PATH']}",
+                    "FAKE_CONTAINER_TMP": str(self.container_tmp)}
         self.env.pop("MONGO_RS_MEMBERS", None)
+
+    def write_secret(self, name: str, value: str) -> None:
+        (self.secrets / name).write_text(value + "\n")
 
     def write_env_file(self, text: str) -> None:
         path = self.deploy / ".env.ec2"
@@ -155,13 +183,17 @@ def lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
 def assert_no_secret(host: Host, *procs: subprocess.CompletedProcess[str]) -> None:
     seen = host.docker_argv() + "".join(p.stdout + p.stderr for p in procs)
     for value in SECRETS.values():
-        assert value not in seen, "a secret reached argv or the output"
+        encoded = base64.b64encode((value + "\n").encode()).decode()
+        assert value not in seen and encoded not in seen, "a secret reached argv or the output"
+    assert list(host.container_tmp.iterdir()) == [], "the handed files are removed"
 
 
 def test_first_run_initiates_then_second_run_changes_nothing(host: Host):
     first = host.run("--timeout", "30")
     assert first.returncode == 0, first.stdout + first.stderr
     assert lines(first)[-1] == "replica set rs0 initiated"
+    assert "user jafar_root created" in lines(first)  # through the localhost exception
+    assert host.state["root"] == {"user": "jafar_root", "pwd": SECRETS["mongo_root_password"]}
     assert "user jafar_app created" in lines(first)
     assert "user jafar_ledger created" in lines(first)
     assert host.state["rs"] == {"_id": "rs0", "members": [
@@ -171,15 +203,18 @@ def test_first_run_initiates_then_second_run_changes_nothing(host: Host):
     users = host.state["users"]
     assert users["jafar.jafar_app"]["roles"] == [{"role": "readWrite", "db": "jafar"}]
     assert users["jafar.jafar_ledger"]["roles"] == [{"role": "read", "db": "jafar"}]
-    assert users["jafar.jafar_app"]["pwd"] == SECRETS["MONGO_APP_PASSWORD"]
+    assert users["jafar.jafar_app"]["pwd"] == SECRETS["mongo_app_password"]
 
     second = host.run("--timeout", "30")
     assert second.returncode == 0, second.stdout + second.stderr
     assert lines(second)[-1] == "replica set rs0 already initiated"
     assert "user jafar_app unchanged" in lines(second)
     assert "user jafar_ledger unchanged" in lines(second)
-    assert len(host.state["writes"]) == 2, "the second run wrote nothing"
+    assert len(host.state["writes"]) == 3, "the second run wrote nothing"
 
+    connects = [e for e in host.state["log"] if e.startswith("connect ")]
+    assert connects and all(e.endswith(" tls") for e in connects), \
+        "every connection verifies the data CA over TLS"
     argv = host.docker_argv()
     assert '"-p", "jafar-data"' in argv and '"compose/docker-compose.data.yml"' in argv
     assert '"exec", "-T"' in argv
@@ -188,7 +223,7 @@ def test_first_run_initiates_then_second_run_changes_nothing(host: Host):
 
 def test_changed_password_or_roles_are_updated(host: Host):
     assert host.run().returncode == 0
-    host.container_env["MONGO_APP_PASSWORD"] = "appSECRETrotated0009"
+    host.write_secret("mongo_app_password", "appSECRETrotated0009")
     host.state["users"]["jafar.jafar_ledger"]["roles"] = [{"role": "readWrite", "db": "jafar"}]
     proc = host.run()
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -203,7 +238,8 @@ def test_changed_password_or_roles_are_updated(host: Host):
 def test_users_are_written_on_the_primary_after_a_failover(host: Host):
     host.state.update(rs={"_id": "rs0", "members": [{"_id": i, "host": h}
                                                     for i, h in enumerate(MEMBERS)]},
-                      primaryIndex=1, electAfter=0)
+                      primaryIndex=1, electAfter=0,
+                      root={"user": "jafar_root", "pwd": SECRETS["mongo_root_password"]})
     proc = host.run()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert lines(proc)[-1] == "replica set rs0 already initiated"
@@ -213,7 +249,7 @@ def test_users_are_written_on_the_primary_after_a_failover(host: Host):
 
 def test_members_come_from_the_environment_or_env_file(host: Host):
     split = ["10.0.2.10:27017", "10.0.2.10:27018", "10.0.2.10:27019"]
-    host.write_env_file(f"MONGO_HOSTS='{','.join(split)}'\n")
+    host.write_env_file(f"MONGO_HOSTS='{','.join(split)}'\n" + USERS)
     proc = host.run()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert [m["host"] for m in host.state["rs"]["members"]] == split
@@ -222,7 +258,7 @@ def test_members_come_from_the_environment_or_env_file(host: Host):
 
 
 def test_default_members_without_mongo_hosts(host: Host):
-    host.write_env_file("OTHER=1\n")
+    host.write_env_file("OTHER=1\n" + USERS)
     proc = host.run()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert [m["host"] for m in host.state["rs"]["members"]] == MEMBERS
@@ -248,7 +284,8 @@ def test_unreachable_mongod_fails_with_one_line(host: Host):
 
 
 def test_wrong_root_password_fails_without_printing_it(host: Host):
-    host.container_env["MONGO_INITDB_ROOT_PASSWORD"] = "wrongSECRETpassword77"
+    host.state["root"] = {"user": "jafar_root", "pwd": SECRETS["mongo_root_password"]}
+    host.write_secret("mongo_root_password", "wrongSECRETpassword77")
     proc = host.run("--timeout", "5")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
@@ -284,14 +321,40 @@ def test_project_flag(host: Host):
     assert '"-p", "other-data"' in host.docker_argv()
 
 
-def test_missing_user_variable_fails_with_one_line(host: Host):
-    del host.container_env["MONGO_APP_PASSWORD"]
+def test_missing_secret_file_fails_with_one_line(host: Host):
+    (host.secrets / "mongo_app_password").unlink()
     proc = host.run()
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "init-replica: error: MONGO_APP_PASSWORD is not set in the mongo-primary container "
-        "(.env.ec2)"]
-    assert "replica set rs0 initiated" not in proc.stdout
+        f"init-replica: error: secrets/mongo_app_password cannot be read in {host.deploy} "
+        "(run env.sync)"]
+    assert not (host.root / "docker-argv.log").exists()
+
+
+def test_missing_user_variable_fails_with_one_line(host: Host):
+    host.write_env_file(f"MONGO_HOSTS={','.join(MEMBERS)}\nMONGO_LEDGER_USER=jafar_ledger\n")
+    proc = host.run()
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "init-replica: error: MONGO_APP_USER and MONGO_LEDGER_USER must be set in .env.ec2 "
+        "(run env.sync)"]
+
+
+def test_a_rotated_user_is_created_from_the_hosts_files(host: Host):
+    """After a rotation the container's own /run/secrets is stale: the script uses the host's
+    .env.ec2 and secrets/, so the new user appears with the new password and the old one is
+    left as it is (the rotation revokes it once the services moved)."""
+    assert host.run().returncode == 0
+    host.write_env_file(f"MONGO_HOSTS={','.join(MEMBERS)}\nMONGO_APP_USER=jafar_app_clone\n"
+                        "MONGO_LEDGER_USER=jafar_ledger\n")
+    host.write_secret("mongo_app_password", "appSECRETclone000010")
+    proc = host.run()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "user jafar_app_clone created" in lines(proc)
+    users = host.state["users"]
+    assert users["jafar.jafar_app_clone"]["pwd"] == "appSECRETclone000010"
+    assert users["jafar.jafar_app"]["pwd"] == SECRETS["mongo_app_password"]
+    assert "appSECRETclone000010" not in proc.stdout + proc.stderr + host.docker_argv()
 
 
 def test_compose_error_is_reported_in_one_line(host: Host):

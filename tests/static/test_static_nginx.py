@@ -17,8 +17,12 @@ from pathlib import Path
 import pytest
 from static_helpers import JAFAR_SERVICES, ROOT, require_tool
 
+from fabfile.commands.routing import gateway_conf
+from fabfile.services import JAFAR
+
 CONF = ROOT / "config" / "nginx" / "nginx.conf"
-CERT_PREFIX = "/etc/nginx/certs/"
+CERTS = {"/run/secrets/gateway_tls_crt": "tls.crt", "/run/secrets/gateway_tls_key": "tls.key"}
+GENERATED = "/etc/nginx/jafar/"
 ROUTES = {"/api/": "api-service", "/auth/": "auth-service", "/wallet/": "wallet-service",
           "/transactions/": "transaction-service", "/ledger/": "ledger-service",
           "/notifications/": "notification-service", "/risk/": "risk-service"}
@@ -34,11 +38,24 @@ def certdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def conf_copy(directory: Path, certdir: Path, text: str | None = None) -> Path:
+SERVES = ("localhost", "bank.example")
+PROXIES = ("10.0.0.0/24",)
+
+
+def conf_copy(directory: Path, certdir: Path, text: str | None = None,
+              routes: dict[str, list[str]] | None = None) -> Path:
+    """A copy using a throwaway certificate and the gateway file the suite writes (every
+    route without a replica unless `routes` gives some; serving SERVES, trusting PROXIES)."""
     text = CONF.read_text() if text is None else text
-    assert CERT_PREFIX + "tls.crt" in text and CERT_PREFIX + "tls.key" in text
+    assert all(path in text for path in CERTS)
+    assert GENERATED + "*.conf" in text
+    generated = directory / "jafar"
+    generated.mkdir(exist_ok=True)
+    (generated / "gateway.conf").write_text(gateway_conf(routes or {}, SERVES, PROXIES))
     path = directory / "nginx.conf"
-    path.write_text(text.replace(CERT_PREFIX, f"{certdir}/"))
+    for secret, name in CERTS.items():
+        text = text.replace(secret, str(certdir / name))
+    path.write_text(text.replace(GENERATED, f"{generated}/"))
     return path
 
 
@@ -73,7 +90,8 @@ def test_read_only_root_requirements():
     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         match = re.search(rf"^\s*{kind}_temp_path\s+(\S+);", text, re.M)
         assert match and match.group(1).startswith("/tmp/"), f"{kind}_temp_path not under /tmp"
-    assert not re.search(r"^\s*include\s", text, re.M), "one self-contained file"
+    includes = re.findall(r"^\s*include\s+(\S+);", text, re.M)
+    assert includes == ["/etc/nginx/jafar/*.conf"], "only the suite's generated settings"
 
 
 def test_tls_and_hardening_directives():
@@ -83,7 +101,7 @@ def test_tls_and_hardening_directives():
     assert ciphers and all(c.startswith("ECDHE-") and ("GCM" in c or "CHACHA20" in c)
                            for c in ciphers)
     assert re.search(r"^\s*server_tokens\s+off;", text, re.M)
-    assert "resolver 127.0.0.11 valid=10s ipv6=off;" in text
+    assert not re.search(r"^\s*resolver\s", text, re.M), "routes do not follow Docker's DNS"
     assert re.search(r"limit_req_zone .*zone=per_ip", text)
     assert re.search(r"limit_req_zone .*zone=auth_per_ip", text)
     assert re.search(r"^\s*client_max_body_size\s", text, re.M)
@@ -95,9 +113,10 @@ def test_one_location_per_service():
         block = re.search(rf"location {re.escape(prefix)} \{{(.*?)\}}", text, re.S)
         assert block, f"no location {prefix}"
         body = block.group(1)
-        assert f"set $upstream http://{service}:3000;" in body, f"{prefix} -> {service}"
-        assert "proxy_pass $upstream;" in body
+        upstream = next(s.upstream for s in JAFAR if s.name == service)
+        assert f"proxy_pass http://{upstream};" in body, f"{prefix} -> {service}"
     assert set(ROUTES.values()) == set(JAFAR_SERVICES)
+    assert {s.route: s.name for s in JAFAR} == ROUTES  # the suite's catalogue agrees
     auth = re.search(r"location /auth/ \{(.*?)\}", text, re.S).group(1)
     assert "zone=auth_per_ip" in auth
 
@@ -164,7 +183,7 @@ def https(port: int, path: str, headers: dict[str, str] | None = None,
     if version is not None:
         context.minimum_version = context.maximum_version = version
     conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=context)
-    conn.request("GET", path, headers=headers or {})
+    conn.request("GET", path, headers={"Host": "localhost", **(headers or {})})
     response = conn.getresponse()
     body = response.read()
     result = response.status, {k.lower(): v for k, v in response.getheaders()}, body
@@ -233,9 +252,9 @@ def access_entry(log: Path, request_id: str) -> dict:
 
 
 def test_missing_service_is_503_and_access_log_has_no_token(gateway: tuple[int, int, Path]):
-    """nginx starts without the services (names resolved per request): a route whose service
-    cannot be resolved answers 503 JSON. The access log line has the path, not the query
-    string; no log line has the Authorization header or the cookie."""
+    """nginx starts without the services: a route whose upstream list has no replica answers
+    503 JSON. The access log line has the path, not the query string; no log line has the
+    Authorization header or the cookie."""
     _, port, log = gateway
     status, headers, body = https(
         port, "/api/accounts?page=QUERYMARK123",
@@ -261,10 +280,83 @@ def test_credentials_in_the_url_are_refused_and_never_logged(gateway: tuple[int,
     assert f"URLSECRET{param}" not in log.read_text()
 
 
-def test_forwarded_for_is_trusted_only_from_the_vpc():
+def test_a_listed_replica_gets_the_request_unchanged(tmp_path: Path, certdir: Path):
+    """The upstream file routes a service to its replicas: a local server stands in for one
+    replica of api-service and receives the URI unchanged."""
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Replica(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            seen.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 3000), Replica)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = free_port()
+    text = CONF.read_text().replace("listen 443 ssl default_server;",
+                                    f"listen 127.0.0.1:{port} ssl default_server;")
+    text = text.replace("listen 80 default_server;", f"listen 127.0.0.1:{free_port()};")
+    text = text.replace(" /tmp/", f" {tmp_path}/")
+    conf = conf_copy(tmp_path, certdir, text, routes={"api-service": ["127.0.0.1"]})
+    proc = subprocess.Popen(["nginx", "-p", str(tmp_path), "-c", str(conf),
+                             "-g", "daemon off; error_log stderr;"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        status = None
+        while time.monotonic() < deadline and status is None:
+            try:
+                status = https(port, "/api/accounts/7?x=1")[0]
+            except OSError:
+                time.sleep(0.1)
+        assert status == 200 and seen == ["/api/accounts/7?x=1"]
+        assert https(port, "/wallet/x")[0] == 503  # no replica listed for wallet
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        server.shutdown()
+
+
+def test_forwarded_for_is_trusted_only_from_the_configured_proxies():
     text = directives(CONF.read_text())
-    trusted = re.findall(r"^\s*set_real_ip_from\s+(\S+);", text, re.M)
-    assert trusted == ["10.0.0.0/8"], "Docker bridge ranges must not be trusted"
+    assert not re.findall(r"^\s*set_real_ip_from\s+(\S+);", text, re.M), "only from config"
+    generated = gateway_conf({}, SERVES, PROXIES)
+    assert re.findall(r"^set_real_ip_from\s+(\S+);", generated, re.M) == list(PROXIES)
+    assert "set_real_ip_from" not in gateway_conf({}, SERVES, ())
+
+
+def test_requests_for_an_unknown_host_are_closed(gateway: tuple[int, int, Path]):
+    """No answer (nginx's 444) for a Host the gateway does not serve, on HTTP and HTTPS: no
+    redirect or proxying is built from a client's Host. /health still answers (the load
+    balancer checks by address)."""
+    http_port, port, _ = gateway
+    for path in ("/api/accounts", "/nothing-here"):
+        with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+            https(port, path, headers={"Host": "evil.example"})
+    assert https(port, "/health", headers={"Host": "10.9.8.7"})[0] == 200
+    conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=10)
+    conn.request("GET", "/api/x", headers={"Host": "evil.example"})
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+        conn.getresponse()
+    conn.close()
+
+
+@pytest.mark.parametrize("query", ["acc%65ss_token=x", "a=1&pass%77ord=x", "%74oken"])
+def test_percent_encoded_parameter_names_are_refused(gateway: tuple[int, int, Path],
+                                                     query: str):
+    _, port, _ = gateway
+    status, _, body = https(port, f"/api/x?{query}")
+    assert status == 400 and "percent-encoded" in json.loads(body)["error"]
+    assert https(port, "/api/x?name=a%20b")[0] != 400  # encoded values are fine
 
 
 def test_forwarded_for_from_an_untrusted_peer_is_ignored(gateway: tuple[int, int, Path]):

@@ -50,7 +50,8 @@ def test_every_service_is_discovered_by_dns():
 def test_rules_exist():
     rules = yaml.safe_load((PROM / "alerts.yml").read_text())
     names = {r["alert"] for g in rules["groups"] for r in g["rules"]}
-    assert {"ServiceDown", "High5xxRate", "ReplicaSetNoPrimary", "DiskSpaceLow"} <= names
+    assert {"ServiceDown", "High5xxRate", "ReplicaSetNoPrimary", "DiskSpaceLow", "DiskFillingUp",
+            "FileIntegrityChanged", "FileIntegrityCheckStale"} <= names
 
 
 RULE_TESTS = textwrap.dedent("""\
@@ -76,6 +77,24 @@ RULE_TESTS = textwrap.dedent("""\
             values: '10x20'
           - series: 'node_filesystem_size_bytes{{{node}}}'
             values: '100x20'
+          # /data shrinks 1 per minute from 35% free: full within 24 h; /big shrinks as fast
+          # with 90% free; /stable sits at 35% free: only /data is DiskFillingUp
+          - series: 'node_filesystem_avail_bytes{{{fill}, mountpoint="/data"}}'
+            values: '350-1x80'
+          - series: 'node_filesystem_size_bytes{{{fill}, mountpoint="/data"}}'
+            values: '1000x80'
+          - series: 'node_filesystem_avail_bytes{{{fill}, mountpoint="/big"}}'
+            values: '900-1x80'
+          - series: 'node_filesystem_size_bytes{{{fill}, mountpoint="/big"}}'
+            values: '1000x80'
+          - series: 'node_filesystem_avail_bytes{{{fill}, mountpoint="/stable"}}'
+            values: '350x80'
+          - series: 'node_filesystem_size_bytes{{{fill}, mountpoint="/stable"}}'
+            values: '1000x80'
+          - series: 'jafar_aide_check_ok{{job="node",instance="h:9100"}}'
+            values: '1 1 0x10'
+          - series: 'jafar_aide_last_check_timestamp_seconds{{job="node",instance="h:9100"}}'
+            values: '-172400x10'
         alert_rule_test:
           - eval_time: 5m
             alertname: ServiceDown
@@ -99,11 +118,34 @@ RULE_TESTS = textwrap.dedent("""\
             exp_alerts:
               - exp_labels: {{severity: warning, job: node, instance: "h:9100", fstype: ext4,
                               mountpoint: /, device: d}}
+          - eval_time: 50m
+            alertname: DiskFillingUp
+            exp_alerts: []
+          - eval_time: 70m
+            alertname: DiskFillingUp
+            exp_alerts:
+              - exp_labels: {{severity: warning, job: node, instance: "g:9100", fstype: ext4,
+                              mountpoint: /data, device: e}}
+          - eval_time: 1m
+            alertname: FileIntegrityChanged
+            exp_alerts: []
+          - eval_time: 3m
+            alertname: FileIntegrityChanged
+            exp_alerts:
+              - exp_labels: {{severity: critical, job: node, instance: "h:9100"}}
+          - eval_time: 5m
+            alertname: FileIntegrityCheckStale
+            exp_alerts: []
+          - eval_time: 10m
+            alertname: FileIntegrityCheckStale
+            exp_alerts:
+              - exp_labels: {{severity: warning, job: node, instance: "h:9100"}}
           - eval_time: 10m
             alertname: ServiceMissing
             exp_alerts:
     """)
 NODE = 'job="node",instance="h:9100",fstype="ext4",mountpoint="/",device="d"'
+FILL = 'job="node",instance="g:9100",fstype="ext4",device="e"'
 
 
 def rules_without_annotations(tmp_path: Path) -> Path:
@@ -122,7 +164,8 @@ def rule_tests(tmp_path: Path) -> str:
     missing = "\n".join(
         f"              - exp_labels: {{severity: critical, job: jafar, service: {s}}}"
         for s in JAFAR_SERVICES if s != "api-service")
-    return RULE_TESTS.format(rules=rules_without_annotations(tmp_path), node=NODE) + missing + "\n"
+    rules = rules_without_annotations(tmp_path)
+    return RULE_TESTS.format(rules=rules, node=NODE, fill=FILL) + missing + "\n"
 
 
 def test_alerts_fire_on_their_metrics(tmp_path: Path):

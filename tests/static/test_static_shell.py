@@ -1,4 +1,5 @@
-"""shellcheck on every shell script a host runs: scripts/ and config/postgres/initdb/."""
+"""shellcheck on every shell script a host runs: scripts/, config/postgres/initdb/ and the
+hardening helpers in config/hardening/."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import pytest
 from static_helpers import ROOT, require_tool
 
 DIRECTORIES = [ROOT / "scripts", ROOT / "config" / "postgres" / "initdb"]
+# POSIX sh helpers host.harden installs with their mode (shellcheck only: they are not bash)
+HOST_HELPERS = [ROOT / "config" / "hardening"]
 
 
-def shell_scripts() -> list[Path]:
+def shell_scripts(directories: list[Path] = DIRECTORIES) -> list[Path]:
     found = []
-    for directory in DIRECTORIES:
+    for directory in directories:
         for path in sorted(directory.iterdir()):
             if not path.is_file():
                 continue
@@ -27,9 +30,12 @@ def shell_scripts() -> list[Path]:
 def test_there_are_scripts_to_check():
     names = {p.name for p in shell_scripts()}
     assert {"init-replica.sh", "01-ledger-role.sh"} <= names
+    helpers = {p.name for p in shell_scripts(HOST_HELPERS)}
+    assert {"jafar-aide-check", "jafar-node-exporter", "jafar-audit-append"} <= helpers
 
 
-@pytest.mark.parametrize("script", shell_scripts(), ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("script", shell_scripts(DIRECTORIES + HOST_HELPERS),
+                         ids=lambda p: str(p.relative_to(ROOT)))
 def test_shellcheck_clean(script: Path):
     require_tool("shellcheck")
     proc = subprocess.run(["shellcheck", "--severity=style", "--external-sources", str(script)],
@@ -40,8 +46,11 @@ def test_shellcheck_clean(script: Path):
 @pytest.mark.parametrize("script", shell_scripts(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_scripts_are_strict_and_executable(script: Path):
     text = script.read_text()
-    assert text.startswith("#!/usr/bin/env bash\n") or text.startswith("#!/bin/bash\n")
-    assert "set -euo pipefail" in text
+    if text.startswith("#!/bin/sh\n"):  # POSIX sh, for containers (no pipefail there)
+        assert "\nset -eu\n" in text
+    else:
+        assert text.startswith("#!/usr/bin/env bash\n") or text.startswith("#!/bin/bash\n")
+        assert "set -euo pipefail" in text
     assert os.access(script, os.X_OK), f"chmod +x {script.relative_to(ROOT)}"
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import replace
 
 import pytest
 
+from fabfile import core_stack
 from fabfile.commands import compose, files, replica
 from fabfile.remote import become
 from tests.conftest import shipped
 
-SINGLE_ENV = "env JAFAR_REGISTRY=registry:5000/jafar JAFAR_TAG=sandbox COMPOSE_PROFILES="
+SINGLE_ENV = ("env JAFAR_REGISTRY=registry:5000/jafar JAFAR_TAG=sandbox COMPOSE_PROFILES= "
+              "JAFAR_HEALTH_INTERVAL=1s JAFAR_DB_POOL_SIZE=10 MONGO_MAX_CONNECTIONS=1000 "
+              "REDIS_MAXCLIENTS=1000 POSTGRES_MAX_CONNECTIONS=100 MONGO_PIDS_LIMIT=1256 "
+              "POSTGRES_PIDS_LIMIT=228")
 
 
 @pytest.fixture
@@ -36,7 +41,10 @@ def test_compose_single_topology(sandbox):
 def test_compose_split_topology_binds_data_to_private_address(prod):
     assert compose.config_check(prod, "data") == (
         "cd /opt/jafar && env JAFAR_REGISTRY=123456789012.dkr.ecr.eu-west-1.amazonaws.com/jafar "
-        "JAFAR_TAG=2026.11.0 COMPOSE_PROFILES=grafana AWSLOGS_GROUP=/jafar/prod "
+        "JAFAR_TAG=2026.11.0 COMPOSE_PROFILES=grafana JAFAR_HEALTH_INTERVAL=10s "
+        "JAFAR_DB_POOL_SIZE=10 MONGO_MAX_CONNECTIONS=1000 REDIS_MAXCLIENTS=1000 "
+        "POSTGRES_MAX_CONNECTIONS=100 MONGO_PIDS_LIMIT=1256 POSTGRES_PIDS_LIMIT=228 "
+        "AWSLOGS_GROUP=/jafar/prod "
         "AWS_REGION=eu-west-1 DATA_BIND_ADDRESS=10.0.2.10 docker compose -p jafar-data "
         "--env-file .env.ec2 -f compose/docker-compose.data.yml "
         "-f compose/docker-compose.data.split.yml -f compose/docker-compose.data.awslogs.yml "
@@ -49,8 +57,19 @@ def test_image_overrides_are_passed_sorted(sandbox):
     env = replace(sandbox, images={"REDIS_IMAGE": "r:1", "NGINX_IMAGE": "n:2"})
     assert compose.suite_variables(env) == {
         "JAFAR_REGISTRY": "registry:5000/jafar", "JAFAR_TAG": "sandbox",
-        "COMPOSE_PROFILES": "", "NGINX_IMAGE": "n:2",
-        "REDIS_IMAGE": "r:1"}
+        "COMPOSE_PROFILES": "", "JAFAR_HEALTH_INTERVAL": "1s", "JAFAR_DB_POOL_SIZE": "10",
+        "MONGO_MAX_CONNECTIONS": "1000", "REDIS_MAXCLIENTS": "1000",
+        "POSTGRES_MAX_CONNECTIONS": "100", "MONGO_PIDS_LIMIT": "1256",
+        "POSTGRES_PIDS_LIMIT": "228", "NGINX_IMAGE": "n:2", "REDIS_IMAGE": "r:1"}
+
+
+def test_pids_limits_follow_the_connection_limits_and_the_gateway_binds_one_address(sandbox):
+    env = replace(sandbox, data_limits={"mongo": 2000, "redis": 1000, "postgres": 300},
+                  gateway_bind="10.0.1.11")
+    variables = compose.suite_variables(env)
+    assert (variables["MONGO_PIDS_LIMIT"], variables["POSTGRES_PIDS_LIMIT"]) == ("2256", "428")
+    assert variables["GATEWAY_BIND"] == "10.0.1.11"
+    assert "GATEWAY_BIND" not in compose.suite_variables(sandbox)
 
 
 def test_deploy_path_is_quoted(sandbox):
@@ -81,7 +100,8 @@ def test_state_probe_takes_paths_as_arguments():
 
 def test_extract_bundle():
     assert files.extract_bundle("/opt/jafar") == (
-        "mkdir -p /opt/jafar && tar -xz --no-same-owner --no-overwrite-dir -C /opt/jafar")
+        "umask 022 && mkdir -p /opt/jafar && tar -xz --no-same-owner --no-overwrite-dir "
+        "-C /opt/jafar")
 
 
 def test_init_replica(sandbox):
@@ -91,3 +111,16 @@ def test_init_replica(sandbox):
 
 def test_become_wraps_in_sudo_without_prompt():
     assert become("cd /opt/jafar && ls") == "sudo -n sh -c 'cd /opt/jafar && ls'"
+
+
+def test_the_gateway_address_is_checked_on_the_host(sandbox):
+    """core.up reads whether gateway_bind is one of the host's addresses (run here, where
+    127.0.0.1 is one and a documentation address is not)."""
+    def bind_check(address: str | None) -> str:
+        command = core_stack.bind_check(replace(sandbox, gateway_bind=address))
+        return subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                              timeout=30).stdout.strip()
+
+    assert bind_check("127.0.0.1") == "present"
+    assert bind_check("203.0.113.7") == "absent"
+    assert bind_check(None) == "present"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from fabfile import envfile
@@ -62,7 +64,7 @@ def test_missing_file_says_how_to_create_it(tmp_path):
 
 def test_mask_every_value_but_addresses_and_ports(files):
     env, _ = files(GOOD)
-    mask = Masker(envfile.secret_values(env))
+    mask = Masker(envfile.secrets(envfile.parse(env)))
     assert mask("auth redis with canary-9f8e7d6c5b4a3921 as jafar_app") == \
         f"auth redis with {MASK} as {MASK}"
 
@@ -91,3 +93,85 @@ def test_tracked_secret_files_are_found(tmp_path):
     assert envfile.tracked_secrets(tmp_path) == [".env.ec2"]
     with pytest.raises(BadInput, match=r"git tracks secret file\(s\) .env.ec2"):
         envfile.refuse_tracked_secrets(tmp_path)
+
+
+def test_configured_secret_files_that_git_tracks_are_refused(tmp_path):
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "staging.env").write_text("A=1\n")
+    (tmp_path / "tls").mkdir()
+    (tmp_path / "tls" / "gateway.pem-key").write_text("k")
+    subprocess.run(["git", "-C", str(tmp_path), "add", "-f", "config/staging.env",
+                    "tls/gateway.pem-key"], check=True)
+    assert envfile.tracked_secrets(tmp_path) == []  # not a usual name...
+    extra = (tmp_path / "config" / "staging.env", tmp_path / "tls" / "gateway.pem-key",
+             Path("/elsewhere/x.env"))
+    assert envfile.tracked_secrets(tmp_path, extra) == ["config/staging.env",
+                                                        "tls/gateway.pem-key"]
+
+
+@pytest.mark.parametrize("line, message", [
+    ("ghp_canaryTOKEN0123456789abcdef", "line 4: not a KEY=VALUE line"),
+    ("9KEY=canary-value-0123456789", "line 4: not a KEY=VALUE line (a key is letters"),
+    ("BAD-KEY=canary-value-0123456789", "line 4: not a KEY=VALUE line (a key is letters"),
+    ("REDIS_HOST=canary-second", "REDIS_HOST is given twice (lines 1 and 4); keep one"),
+    ("AUTH=ab$REDIS_PASSWORD-canary", "AUTH: '$' outside single quotes (Compose would "
+                                      "expand it); write AUTH='...'"),
+    ('AUTH="ab${HOME}canary"', "AUTH: '$' outside single quotes"),
+    ("AUTH=ab$$cdcanary", "AUTH: '$' outside single quotes"),
+])
+def test_lines_compose_would_read_differently_are_refused_by_name(files, line, message):
+    env, _ = files(GOOD + line + "\n")
+    with pytest.raises(BadInput) as exc:
+        envfile.parse(env)
+    assert message in str(exc.value)
+    assert "canary" not in str(exc.value)
+
+
+def test_a_dollar_in_single_quotes_is_literal(files):
+    env, _ = files(GOOD + "AUTH='ab$cd$$ef'\n")
+    assert envfile.parse(env)["AUTH"] == "ab$cd$$ef"
+
+
+@pytest.mark.parametrize("key, value, allowed", [
+    ("REDIS_PASSWORD", "canary with spaces-0123456789", "A-Z a-z 0-9 . _ ~ + / = -"),
+    ("REDIS_PASSWORD", "canary;reboot-0123456789ab", "A-Z a-z 0-9"),
+    ("REDIS_PASSWORD", "canary$(id)-0123456789abc'", None),
+    ("MONGO_KEYFILE", "canary-not-base64-0123456789", "one line of base64 characters"),
+    ("MONGO_KEYFILE", "c2hvcnQ=" * 200, "one line of base64 characters"),
+])
+def test_charsets_the_servers_impose(tmp_path, key, value, allowed):
+    example = tmp_path / ".env.ec2.example"
+    example.write_text(f"{key}=\n")
+    env = tmp_path / ".env.ec2"
+    quoted = f"'{value}'" if "$" in value else value
+    env.write_text(f"{key}={quoted}\n")
+    env.chmod(0o600)
+    if allowed is None:  # a quote inside single quotes: not a line Compose can read
+        with pytest.raises(BadInput):
+            envfile.require_valid(env, example)
+        return
+    with pytest.raises(BadInput) as exc:
+        envfile.require_valid(env, example)
+    assert f"characters the server cannot take: {key} ({allowed}" in str(exc.value)
+    assert "canary" not in str(exc.value)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.mkdir(), "is a directory; give the path of a file"),
+    (lambda p: p.write_bytes(b"A=1\nB=\xff\xfe canary\n"), "line 2 is not UTF-8 text"),
+    (lambda p: p.write_bytes(b"A=" + b"x" * 300_000), "more than 262144: not an env file"),
+])
+def test_files_that_are_not_env_files(tmp_path, make, message):
+    path = tmp_path / "env"
+    make(path)
+    with pytest.raises(BadInput, match=message) as exc:
+        envfile.parse(path)
+    assert "canary" not in str(exc.value)
+
+
+def test_a_character_device_is_not_an_env_file():
+    with pytest.raises(BadInput, match="/dev/zero is not a regular file"):
+        envfile.parse(Path("/dev/zero"))

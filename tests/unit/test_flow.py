@@ -6,10 +6,10 @@ import io
 
 import pytest
 
-from fabfile.cli import FLOW, STEPS
 from fabfile.errors import BadInput
 from fabfile.flow import print_plan, select
 from fabfile.remote import Masker, Printer
+from fabfile.steps import FLOW, STEPS
 from tests.conftest import shipped
 
 NAMES = ["host.prepare", "host.harden", "env.sync", "files.sync", "data.up", "replica.init",
@@ -74,14 +74,15 @@ def test_sandbox_plan_uses_sudo_only_for_host_steps_and_never_shows_secrets():
             step = line.split()[1].rstrip(":")
         elif "  $ " in line:
             assert ("$ sudo -n sh -c " in line) == step.startswith("host."), (step, line)
-    uploads = [line for line in lines if "upload " in line and ".env.ec2 ->" in line]
-    assert uploads == ["[sandbox-1]   upload " + str(shipped("sandbox").env_file) +
-                       " -> /opt/jafar/.env.ec2 (mode 0600, owner deploy; content not shown) "
-                       "if it differs, on stdin, via:"]
+    uploads = [line for line in lines if "upload -> /opt/jafar/" in line]
+    if shipped("sandbox").env_file.exists():  # a dry run shows the uploads of the file it has
+        assert "[sandbox-1]   upload -> /opt/jafar/.env.ec2 (mode 0600, owner deploy; content " \
+               "not shown) if it differs, on stdin, via:" in uploads
+    assert all("content not shown" in u or "certificate" in u for u in uploads)
 
 
 def test_every_step_has_a_task_with_help():
-    from fabfile.cli import ns
+    from fabfile.tasks import ns
 
     names = set(ns.task_names)
     assert {"deploy", "health", "env.check", "host.trust"} | set(STEPS) - {"health"} <= names

@@ -62,3 +62,64 @@ def test_gateway_https_health_is_checked():
     out = probe_output().replace("G\t200", "G\t000")
     gw = next(c for c in evaluate(ENV, HOST, out) if c.service == "gateway")
     assert not gw.healthy and gw.detail == "https /health 000"
+
+
+def test_secrets_are_masked_in_every_form_and_before_any_cut():
+    from fabfile.health import Check, as_json, masked
+    from fabfile.remote import MASK, Masker
+
+    secret = 'canary"pa\\ss/wörd+0123456789'
+    mask = Masker([secret])
+    import base64
+    import json
+    import urllib.parse
+
+    body = (f"x {json.dumps(secret)} {urllib.parse.quote(secret, safe='')} "
+            f"{base64.b64encode(secret.encode()).decode()} " + "y" * 100 + secret)
+    check = Check("h", "api-service", "c1", "running", "healthy", "503", body, False)
+    shown = masked([check], mask, width=60)[0]
+    assert secret not in shown.detail and len(shown.detail) <= 60
+    out = as_json(masked([check], mask))
+    assert "canary" not in out and "pa\\\\ss" not in out
+    assert out.count(MASK) >= 4
+
+
+class ProbeRemote:
+    """Answers the health probe with the given outputs, one per call, and counts the calls."""
+
+    def __init__(self, *outputs: str) -> None:
+        self.outputs = list(outputs)
+        self.calls = 0
+
+    def run(self, command: str):
+        from types import SimpleNamespace
+
+        self.calls += 1
+        return SimpleNamespace(stdout=self.outputs.pop(0))
+
+
+def test_the_deploy_gate_probes_again_before_it_fails(monkeypatch):
+    import pytest
+
+    from fabfile import health
+    from fabfile.errors import StepFailed
+
+    pauses = []
+    monkeypatch.setattr(health.time, "sleep", pauses.append)
+    slow_once = ProbeRemote(probe_output(redis_down=True), probe_output())
+    outcome = health.apply(ENV, HOST, slow_once)
+    assert (slow_once.calls, pauses) == (2, [health.PROBE_PAUSE_S])
+    assert outcome.message == "all 14 containers healthy on probe 2 of 3 (read-only check)"
+
+    pauses.clear()
+    down = ProbeRemote(*[probe_output(redis_down=True)] * 3)
+    with pytest.raises(StepFailed) as failed:
+        health.apply(ENV, HOST, down)
+    assert (down.calls, len(pauses)) == (3, 2)
+    assert str(failed.value).startswith(f"{HOST.name}: unhealthy on 3 probes 2s apart: ")
+    assert "auth-service (/health 503: redis: connection refused)" in str(failed.value)
+
+    pauses.clear()
+    healthy = ProbeRemote(probe_output())
+    assert health.apply(ENV, HOST, healthy).message == "all 14 containers healthy (read-only check)"
+    assert (healthy.calls, pauses) == (1, [])

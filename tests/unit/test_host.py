@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from fabfile import host, hostcheck
 from fabfile.commands import host as cmd
 from fabfile.config import HostSetup
 from fabfile.errors import BadInput
+from fabfile.hosts import check as hostcheck
+from fabfile.hosts import setup as host
 from tests.conftest import shipped
 
 SAMPLE = (Path(__file__).parent / "data" / "hostcheck_sandbox.txt").read_text()
@@ -42,20 +43,27 @@ def test_daemon_json_for_the_sandbox():
     assert json.loads(host.daemon_json(shipped("sandbox"))) == {
         "insecure-registries": ["registry:5000"], "live-restore": True,
         "log-driver": "json-file", "log-opts": {"max-file": "5", "max-size": "10m"},
-        "userland-proxy": False}
+        "userland-proxy": False, "icc": False, "no-new-privileges": True,
+        "default-ulimits": {"core": {"Name": "core", "Hard": 0, "Soft": 0}}}
     assert "insecure-registries" not in host.daemon_json(shipped("prod"))
 
 
 def test_ufw_rules_follow_roles():
     prod = shipped("prod")
     data, core = prod.hosts[0], prod.hosts[1]
+    exporter = ["allow from 172.16.0.0/12 to any port 9100 proto tcp",
+                "allow from 192.168.0.0/16 to any port 9100 proto tcp"]
     assert host.ufw_rules(prod, core) == ["allow from 10.0.0.0/24 to any port 22 proto tcp",
-                                          "allow 80,443/tcp"]
+                                          "allow 80,443/tcp", *exporter]
+    # the data ports: from each core host's address only, not from the whole VPC
     assert host.ufw_rules(prod, data) == [
         "allow from 10.0.0.0/24 to any port 22 proto tcp",
-        "allow from 10.0.0.0/16 to any port 27017:27019 proto tcp",
-        "allow from 10.0.0.0/16 to any port 6379 proto tcp",
-        "allow from 10.0.0.0/16 to any port 5432 proto tcp"]
+        "allow from 10.0.1.11 to any port 27017:27019 proto tcp",
+        "allow from 10.0.1.11 to any port 6379 proto tcp",
+        "allow from 10.0.1.11 to any port 5432 proto tcp",
+        "allow from 10.0.1.12 to any port 27017:27019 proto tcp",
+        "allow from 10.0.1.12 to any port 6379 proto tcp",
+        "allow from 10.0.1.12 to any port 5432 proto tcp", *exporter]
 
 
 def test_docker_user_chain_drops_all_but_the_allowed():
@@ -65,8 +73,9 @@ def test_docker_user_chain_drops_all_but_the_allowed():
     assert "-A DOCKER-USER -p tcp -m conntrack --ctorigdstport 443 -j RETURN" in rules
     assert not any("27017" in r for r in rules)
     data_rules = host.docker_user_rules(prod, prod.hosts[0])
-    assert ("-A DOCKER-USER -s 10.0.0.0/16 -p tcp -m conntrack --ctorigdstport 6379 -j RETURN"
+    assert ("-A DOCKER-USER -s 10.0.1.12 -p tcp -m conntrack --ctorigdstport 6379 -j RETURN"
             in data_rules and "--ctorigdstport 443" not in data_rules)
+    assert "10.0.0.0/16" not in data_rules
 
 
 def test_shared_kernel_skips_kernel_settings():
@@ -124,6 +133,15 @@ def test_host_check_passes_on_a_hardened_sandbox_host():
      "only expected ports listen publicly"),
     ('"live-restore": true', '"live-restore": false', "docker live-restore"),
     ("rc=0", "rc=255", "fail2ban sshd jail active"),
+    # node_exporter on the Docker bridge only, never on every address
+    ("172.17.0.1:9100 ", "0.0.0.0:9100 ", "only expected ports listen publicly"),
+    ('"no-new-privileges": true', '"no-new-privileges": false',
+     "docker no-new-privileges by default"),
+    ("set UMASK 027", "set UMASK 022", "login.defs UMASK"),
+    ("=== jail-conf\nunchanged", "=== jail-conf\n??5?????? c /etc/fail2ban/jail.conf",
+     "fail2ban jail.conf as shipped (settings in jail.d)"),
+    ("hostkey /etc/ssh/ssh_host_ed25519_key", "hostkey /etc/ssh/ssh_host_ecdsa_key",
+     "sshd hostkey"),
 ])
 def test_host_check_names_each_broken_control(old, new, control):
     env = shipped("sandbox")
@@ -143,7 +161,59 @@ def test_ec2_hosts_also_check_time_sync_and_audit_rules():
     env = shipped("sandbox")
     ec2 = replace(env, host_setup=replace(env.host_setup, shared_kernel=False))
     assert "auditctl -l" in hostcheck.probe(ec2) and "auditctl" not in hostcheck.probe(env)
-    kernel = "\n=== kernel\nchrony=active\naudit-rules=0\n"
-    failed = [c.control for c in hostcheck.evaluate(ec2, ec2.hosts[0], SAMPLE + kernel)
-              if not c.ok]
-    assert "auditd rules for Docker loaded" in failed and "time sync (chrony)" not in failed
+    control = "auditd watches Docker's files (CIS Docker 1.1)"
+
+    def failed(rules: str, paths: str) -> list[str]:
+        kernel = f"\n=== kernel\nchrony=active\naudit-rules={rules}\naudit-paths={paths}\n"
+        return [c.control for c in hostcheck.evaluate(ec2, ec2.hosts[0], SAMPLE + kernel)
+                if not c.ok]
+
+    assert control in failed("0", "14") and "time sync (chrony)" not in failed("0", "14")
+    assert control in failed("9", "14")          # some watches were not loaded
+    assert control in failed("0", "0")           # a host with none of Docker's paths
+    assert control in failed("x", "14")
+    assert control not in failed("14", "14")
+
+
+def test_the_audit_rules_watch_what_the_cis_docker_benchmark_names():
+    rules = host.audit_rules(shipped("prod")).splitlines()
+    assert rules[1] == "-c"
+    for path in ("/usr/bin/dockerd", "/usr/sbin/dockerd", "/usr/bin/containerd", "/usr/sbin/runc",
+                 "/usr/bin/runc", "/usr/bin/containerd-shim-runc-v2", "/etc/docker/daemon.json",
+                 "/run/containerd/containerd.sock", "/run/docker.sock", "/var/lib/docker",
+                 "/lib/systemd/system/docker.service", "/etc/containerd/config.toml"):
+        assert f"-w {path} -p rwxa -k docker" in rules, path
+    assert rules[-1] == "-w /opt/jafar -p wa -k jafar-deploy"
+    # host.check counts the same paths
+    assert all(p in hostcheck.probe(replace(shipped("sandbox"), host_setup=replace(
+        shipped("sandbox").host_setup, shared_kernel=False))) for p in host.DOCKER_WATCHES)
+
+
+def test_only_the_suites_two_users_may_log_in():
+    env = shipped("prod")
+    config = host.sshd_config(env)
+    assert "\nAllowUsers deploy ubuntu\n" in config
+    assert hostcheck.wanted_sshd(env)["allowusers"] == "deploy ubuntu"
+
+
+def test_the_admin_user_may_have_its_own_key(tmp_path):
+    from fabfile.flow import admin_host
+
+    env = shipped("prod")
+    h = env.hosts[0]
+    assert admin_host(env, h).ssh.key == h.ssh.key  # by default, the host's key
+    own = replace(env, host_setup=replace(env.host_setup, admin_key=tmp_path / "admin_ed25519"))
+    reached = admin_host(own, h)
+    assert (reached.ssh.user, reached.ssh.key, reached.become) == (
+        "ubuntu", tmp_path / "admin_ed25519", True)
+    assert h.ssh.key != tmp_path / "admin_ed25519"
+
+
+def test_the_check_table_masks_before_it_cuts():
+    from fabfile.hosts.check import Control, table
+    from fabfile.remote import Masker
+
+    secret = "canary-secret-5e7d1f0a2b"
+    control = Control("h1", "sshd", "x", "y" * 50 + secret, False)
+    row = table([control], Masker([secret]))[-1]
+    assert "********" in row and "canary-sec" not in row

@@ -50,3 +50,14 @@ def test_layout():
         ("jafar-sandbox-3", ("core",), 2224)]
     with pytest.raises(BadInput, match="--hosts must be from 1 to 9, got 0"):
         layout(0)
+
+
+def test_the_sandbox_env_file_keeps_credentials_and_a_rotations_twin_users():
+    from fabfile.local_sandbox import env_file_text
+
+    old = {"LEDGER_DB_USER": "jafar_ledger_clone", "MONGO_APP_USER": "someone_else",
+           "REDIS_PASSWORD": "kept-redis-password-0123"}
+    lines = env_file_text(None, old).splitlines()
+    assert "LEDGER_DB_USER=jafar_ledger_clone" in lines   # a rotation moved the services
+    assert "MONGO_APP_USER=jafar_app" in lines            # not a twin: the sandbox's own name
+    assert "REDIS_PASSWORD=kept-redis-password-0123" in lines

@@ -6,8 +6,12 @@ import io
 import tarfile
 from dataclasses import replace
 
+from fabfile import envfile
+from fabfile.config import SecretSource
 from fabfile.sync import Item, bundle_items, secret_items, stale, tarball
-from tests.conftest import shipped
+from tests.conftest import complete_env, shipped
+
+CANARY = "canary-3e1a9b77c2d54f08"
 
 ENV = shipped("sandbox")
 
@@ -31,12 +35,84 @@ def test_bundle_holds_compose_scripts_and_configs_with_modes():
     assert not any(i.secret for i in items.values())
 
 
-def test_secret_items_include_tls_pair_with_private_key_0600(tmp_path):
-    env = replace(ENV, tls_dir=tmp_path)
-    modes = {i.remote: (i.mode, i.secret) for i in secret_items(env)}
-    assert modes == {"/opt/jafar/.env.ec2": ("600", True),
-                     "/opt/jafar/certs/tls.crt": ("644", False),
-                     "/opt/jafar/certs/tls.key": ("600", True)}
+def env_with_file(env, tmp_path):
+    path = tmp_path / "env"
+    path.write_text(complete_env(CANARY))
+    path.chmod(0o600)
+    (tmp_path / "tls.crt").write_text("crt")
+    (tmp_path / "tls.key").write_text("key")
+    for name in ("data.crt", "data.key", "data-ca-bundle.crt"):
+        (tmp_path / name).write_text(name)
+    return replace(env, env_file=path, tls_dir=tmp_path, secrets=SecretSource())
+
+
+def test_a_single_host_gets_settings_secret_files_and_the_tls_pair(tmp_path):
+    env = env_with_file(ENV, tmp_path)
+    items = {i.remote: i for i in secret_items(env, env.hosts[0])}
+    assert items["/opt/jafar/.env.ec2"].mode == "600"
+    settings = items["/opt/jafar/.env.ec2"].data().decode()
+    assert "REDIS_HOST=redis" in settings and CANARY not in settings
+    assert not [line for line in settings.splitlines()
+                if envfile.CREDENTIAL_KEY.search(line.split("=")[0])]
+    secret = items["/opt/jafar/secrets/redis_password"]
+    assert (secret.mode, secret.readers) == ("440", (999, 1000))  # redis, the services
+    assert secret.data().decode().startswith(CANARY)
+    assert items["/opt/jafar/secrets/mongo_keyfile"].readers == (999,)
+    assert "/opt/jafar/secrets/grafana_admin_password" not in items  # no Grafana here
+    key = items["/opt/jafar/secrets/gateway_tls_key"]
+    assert (key.mode, key.readers, key.data()) == ("440", (0,), b"key")  # nginx's master
+    assert items["/opt/jafar/secrets/gateway_tls_crt"].mode == "444"  # public
+    assert secret.write_command() == (
+        "umask 077 && mkdir -p /opt/jafar/secrets && cat > "
+        "/opt/jafar/secrets/redis_password.jafar-tmp && chmod 400 "
+        "/opt/jafar/secrets/redis_password.jafar-tmp && setfacl -m u:999:r,u:1000:r "
+        "/opt/jafar/secrets/redis_password.jafar-tmp && mv -f "
+        "/opt/jafar/secrets/redis_password.jafar-tmp /opt/jafar/secrets/redis_password")
+
+
+def test_an_internet_facing_core_host_gets_no_data_only_secret(tmp_path):
+    env = env_with_file(shipped("prod"), tmp_path)
+    core = next(h for h in env.hosts if h.has("core"))
+    data = next(h for h in env.hosts if h.has("data"))
+    on_core = {i.remote.rsplit("/", 1)[1] for i in secret_items(env, core)}
+    on_data = {i.remote.rsplit("/", 1)[1] for i in secret_items(env, data)}
+    data_only = {"mongo_root_password", "postgres_password", "mongo_keyfile"}
+    assert not on_core & data_only
+    assert data_only <= on_data
+    assert {"auth_jwt_secret", "grafana_admin_password", "gateway_tls_key"} & on_data == set()
+    assert {"gateway_tls_key", "gateway_tls_crt"} <= on_core
+    assert "grafana_admin_password" in on_core  # prod runs Grafana (its profile is on)
+    # the data plane: the data host's key stays on the data host; everyone verifies with the CA
+    assert "data_tls_key" not in on_core and "data_tls_crt" not in on_core
+    assert {"data_tls_key", "data_tls_crt", "data_ca_crt"} <= on_data
+    assert "data_ca_crt" in on_core
+    core_settings = next(i for i in secret_items(env, core)
+                         if i.remote.endswith(".env.ec2")).data().decode()
+    assert "POSTGRES_USER=" not in core_settings and "MONGO_ROOT_USERNAME=" not in core_settings
+    data_settings = next(i for i in secret_items(env, data)
+                         if i.remote.endswith(".env.ec2")).data().decode()
+    assert "MONGO_HOSTS=" in data_settings  # init-replica.sh reads it on the data host
+    assert "MONGO_APP_USER=" in data_settings and "MONGO_LEDGER_USER=" in data_settings
+
+
+def test_the_ledger_role_is_the_login_user_without_a_rotations_clone(tmp_path):
+    env = env_with_file(ENV, tmp_path)
+    values = {**envfile.parse(env.env_file), "LEDGER_DB_USER": "jafar_ledger_clone"}
+    settings = next(i for i in secret_items(env, env.hosts[0], values)
+                    if i.remote.endswith(".env.ec2")).data().decode().splitlines()
+    assert "LEDGER_DB_USER=jafar_ledger_clone" in settings
+    assert "LEDGER_DB_ROLE=jafar_ledger" in settings
+
+
+def test_the_data_planes_key_is_readable_by_the_data_stores_only(tmp_path):
+    env = env_with_file(ENV, tmp_path)
+    items = {i.remote.rsplit("/", 1)[1]: i for i in secret_items(env, env.hosts[0])}
+    key = items["data_tls_key"]
+    assert (key.mode, key.readers, key.secret, key.data()) == ("440", (999,), True, b"data.key")
+    assert (items["data_tls_crt"].mode, items["data_tls_crt"].secret) == ("444", False)
+    bundle = items["data_ca_crt"]
+    assert (bundle.mode, bundle.data()) == ("444", b"data-ca-bundle.crt")
+    assert "data-ca.key" not in {i.local.name for i in items.values() if i.local}
 
 
 def test_tarball_paths_are_relative_with_modes(tmp_path):

@@ -1,0 +1,143 @@
+"""The split topology, last of the drills (it replaces the shared single-host sandbox): a data
+host and two core hosts, deployed from scratch, all healthy. The data ports answer only over
+TLS, verified with the data CA, and only to the core hosts' addresses: from a core host a plain
+connection to each port is refused by the store; from any other address of the private network
+the firewall drops it. A core host holds no data-only secret."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests.conftest import run_inv
+
+DATA = "jafar-sandbox-1"
+CORE = ("jafar-sandbox-2", "jafar-sandbox-3")
+DATA_IP = "172.30.99.11"
+PORTS = {"mongo-primary": 27017, "mongo-secondary": 27018, "mongo-arbiter": 27019,
+         "redis": 6379, "postgres-ledger": 5432}
+
+# Run by python3 on a host (or in a container): per data port, a plain attempt and a TLS one.
+# Plain: Redis gets PING, MongoDB a legacy isMaster, PostgreSQL a startup message without
+# SSLRequest; "refused" means no answer that serves it. TLS: PostgreSQL's SSLRequest first,
+# then a handshake that verifies the certificate and the host name against the CA given.
+PROBE = r"""
+import json, socket, ssl, struct, sys
+host, ca = sys.argv[1], sys.argv[2]
+ports = json.loads(sys.argv[3])
+
+def plain(name, port):
+    try:
+        s = socket.create_connection((host, port), timeout=4)
+    except OSError as exc:
+        return "unreachable: " + type(exc).__name__
+    s.settimeout(4)
+    try:
+        if name == "redis":
+            s.sendall(b"PING\r\n")
+        elif name.startswith("mongo"):
+            doc = b"\x10isMaster\x00\x01\x00\x00\x00\x00"
+            doc = struct.pack("<i", len(doc) + 5) + doc + b"\x00"
+            body = struct.pack("<i", 0) + b"admin.$cmd\x00" + struct.pack("<ii", 0, -1) + doc
+            s.sendall(struct.pack("<iiii", 16 + len(body), 1, 0, 2004) + body)
+        else:
+            body = struct.pack("!i", 196608) + b"user\x00x\x00database\x00x\x00\x00"
+            s.sendall(struct.pack("!i", len(body) + 4) + body)
+        data = s.recv(200)
+    except OSError as exc:
+        return "refused: " + type(exc).__name__
+    finally:
+        s.close()
+    if not data:
+        return "refused: closed"
+    if name == "redis" and data.startswith(b"+PONG"):
+        return "served"
+    if name == "postgres-ledger" and b"no encryption" in data:
+        return "refused: hostssl only"
+    return "answered: " + data[:1].hex()
+
+def tls(name, port):
+    try:
+        context = ssl.create_default_context(cafile=ca)
+        s = socket.create_connection((host, port), timeout=4)
+        if name == "postgres-ledger":
+            s.sendall(struct.pack("!ii", 8, 80877103))
+            if s.recv(1) != b"S":
+                return "no TLS offered"
+        with context.wrap_socket(s, server_hostname=host) as t:
+            return "ok " + t.version()
+    except (OSError, ssl.SSLError) as exc:
+        return "failed: " + type(exc).__name__
+
+print(json.dumps({n: {"plain": plain(n, p), "tls": tls(n, p)} for n, p in ports.items()}))
+"""
+
+
+def inv(*args: str, timeout: int = 1500) -> subprocess.CompletedProcess[str]:
+    return run_inv(*args, "--host", "sandbox", timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def split():
+    # JAFAR_E2E_REUSE=1 (while developing): deploy onto the split sandbox already there
+    reuse = os.environ.get("JAFAR_E2E_REUSE") == "1"
+    reset = run_inv("sandbox.up" if reuse else "sandbox.reset", "--hosts", "3", timeout=1800)
+    assert reset.returncode == 0, reset.stdout[-3000:] + reset.stderr[-3000:]
+    first = inv("deploy")
+    assert first.returncode == 0, first.stdout[-5000:] + first.stderr[-3000:]
+    return first
+
+
+def on(host: str, *argv: str) -> str:
+    return subprocess.run(["docker", "exec", host, *argv], capture_output=True, text=True,
+                          timeout=120, check=True).stdout
+
+
+def test_a_split_deploy_is_healthy_on_every_host(split):
+    r = inv("health", "--json")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    report = json.loads(r.stdout)
+    assert report["healthy"], report
+    by_host: dict[str, set[str]] = {}
+    for check in report["checks"]:
+        by_host.setdefault(check["host"], set()).add(check["service"])
+    assert {"mongo-primary", "redis", "postgres-ledger"} <= by_host[DATA]
+    assert "api-service" not in by_host[DATA]
+    for host in CORE:
+        assert {"gateway", "api-service", "ledger-service"} <= by_host[host], by_host
+
+
+def test_from_a_core_host_each_data_port_serves_tls_only(split):
+    for host in CORE:
+        found = json.loads(on(host, "python3", "-c", PROBE, DATA_IP,
+                              "/opt/jafar/secrets/data_ca_crt", json.dumps(PORTS)))
+        for name in PORTS:
+            assert found[name]["tls"].startswith("ok TLSv1."), (host, name, found)
+            assert found[name]["plain"].startswith("refused"), (host, name, found)
+
+
+def test_any_other_private_address_is_dropped_by_the_firewall(split):
+    """A throwaway container on the sandbox's private network: not a core host."""
+    image = subprocess.run(["docker", "inspect", "--format", "{{.Config.Image}}", DATA],
+                           capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    proc = subprocess.run(["docker", "run", "--rm", "--network", "jafar-sandbox",
+                           "--entrypoint", "python3", image, "-c", PROBE, DATA_IP, "/dev/null",
+                           json.dumps(PORTS)],
+                          capture_output=True, text=True, timeout=180, check=True)
+    found = json.loads(proc.stdout)
+    for name in PORTS:
+        assert found[name]["plain"].startswith("unreachable"), (name, found)
+        assert found[name]["tls"].startswith("failed"), (name, found)
+
+
+def test_a_core_host_holds_no_data_only_secret(split):
+    for host in CORE:
+        names = set(on(host, "ls", "/opt/jafar/secrets").split())
+        assert "data_ca_crt" in names
+        assert not names & {"mongo_root_password", "postgres_password", "mongo_keyfile",
+                            "data_tls_key", "data_tls_crt"}, (host, names)
+    on_data = set(on(DATA, "ls", "/opt/jafar/secrets").split())
+    assert {"data_tls_key", "mongo_keyfile", "mongo_root_password"} <= on_data
