@@ -32,7 +32,7 @@ from standin_support import VENDORED_MONGOSH, Standin, free_ports, run_mongosh
 ROOT_USER, ROOT_PWD = "root", "users-root-pw"  # throwaway test credentials
 KEY = "dXNlcnMtdGVzdC1rZXktMDEyMzQ1Njc4OWFiY2RlZg"
 SHA1, SHA256 = "SCRAM-SHA-1", "SCRAM-SHA-256"
-CATCH_UP_TIMEOUT = 20.0  # heartbeats every 2 s push a snapshot to a member that is behind
+CATCH_UP_TIMEOUT = 60.0  # heartbeats every 2 s push a snapshot to a member that is behind
 
 
 def _client(port: int, **kwargs: object) -> MongoClient:
