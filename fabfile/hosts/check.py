@@ -1,9 +1,9 @@
 """host.check: read-only audit of every control that host.prepare and host.harden set.
 
 One remote command gathers the facts (sshd -T, fail2ban, ufw, DOCKER-USER, listeners, Docker
-daemon, sysctl, apt, and the CIS baseline's: files, login.defs, packages, services, PAM,
-accounts, homes, the last AIDE check); pure functions compare them with what the config wants.
-Each control is PASS or FAIL with what was expected and what was found.
+daemon, sysctl, apt, the CIS baseline's: files, login.defs, packages, services, PAM, accounts,
+homes, the last AIDE check; and the running containers' settings); pure functions compare them
+with what the config wants. Each control is PASS or FAIL with what was expected and what was found.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass
 from fabfile.commands import sections as sections_cmd
 from fabfile.config import Environment, Host
 from fabfile.flow import columns
-from fabfile.hosts import HARDENING, baseline
+from fabfile.hosts import HARDENING, baseline, containers
 from fabfile.hosts.setup import DOCKER_POOLS, DOCKER_WATCHES, sshd_config, ufw_rules
 
 SECTIONS = ("sshd", "fail2ban", "ufw", "ufw-added", "docker-user", "listen", "daemon", "sysctl",
-            "apt", "kernel", "baseline", "jail-conf")
+            "apt", "kernel", "baseline", "jail-conf", "containers")
 
 
 @dataclass
@@ -77,6 +77,7 @@ def probe(env: Environment) -> str:
                "unattended-upgrades 2>&1",
     }
     sections["baseline"] = baseline.probe(env)
+    sections["containers"] = containers.probe()
     if not env.host_setup.shared_kernel:
         present = " ".join(DOCKER_WATCHES)
         sections["kernel"] = ("echo chrony=$(systemctl is-active chrony 2>&1); "
@@ -201,6 +202,7 @@ def evaluate(env: Environment, host: Host, output: str) -> list[Control]:
         add("auditd watches Docker's files (CIS Docker 1.1)", f">= {paths} (its paths here)",
             rules, loaded)
     baseline.evaluate(env, s.get("baseline", ""), add)
+    containers.evaluate(s.get("containers", ""), add)
     return out
 
 
