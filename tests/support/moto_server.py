@@ -37,7 +37,7 @@ def reset(endpoint: str) -> None:
     """Empty every moto backend (between tests that share one server)."""
     import requests
 
-    requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
+    requests.post(f"{endpoint}/moto-api/reset", timeout=60).raise_for_status()
 
 
 def client(endpoint: str, service: str):  # noqa: ANN201 - a boto3 client

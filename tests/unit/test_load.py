@@ -25,8 +25,9 @@ from tests.support.load import Load
 
 
 class Backend(ThreadingHTTPServer):
-    """A records API on 127.0.0.1. ``plan`` gives the behaviour of the n-th request to arrive
-    ("ok", "500", "drop", "delay:<s>"); any later one gets ``default``."""
+    """A records API on 127.0.0.1. ``plan`` gives the behaviour of the request whose sequence
+    number (a POST's ``seq``) is n ("ok", "500", "drop", "delay:<s>"), not of the n-th to
+    arrive: concurrent requests may arrive in any order. Any other request gets ``default``."""
 
     daemon_threads = True
 
@@ -44,11 +45,10 @@ class Backend(ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
-    def behaviour(self, method: str, path: str, connection: str) -> str:
+    def behaviour(self, method: str, path: str, connection: str, seq: int | None) -> str:
         with self.lock:
-            n = len(self.arrivals)
             self.arrivals.append((method, path, connection))
-            return self.plan.get(n, self.default)
+            return self.default if seq is None else self.plan.get(seq, self.default)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -80,7 +80,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def serve(self, method: str, body: bytes) -> None:
         srv = self.server
-        what = srv.behaviour(method, self.path, self.headers.get("Connection", ""))
+        seq = json.loads(body).get("seq") if body else None
+        what = srv.behaviour(method, self.path, self.headers.get("Connection", ""), seq)
         if what == "drop":
             self.close_connection = True
             return  # no answer at all: the client sees the connection closed
