@@ -82,8 +82,8 @@ DATA_LIMIT_KEYS = ("mongo", "redis", "postgres")
 DEFAULT_DATA_LIMITS = {"mongo": 1000, "redis": 1000, "postgres": 100}
 _INTERVAL = re.compile(r"^[1-9][0-9]{0,2}s$")
 HOST_SETUP_KEYS = {"admin_user", "deploy_user", "operator_keys", "ssh_cidr", "docker_source",
-                   "compose_plugin", "insecure_registries", "shared_kernel", "sshd_extra",
-                   "admin_key", "log_forward"}
+                   "compose_plugin", "insecure_registries", "shared_kernel", "userns_remap",
+                   "sshd_extra", "admin_key", "log_forward"}
 LOG_FORWARD_KEYS = {"target", "name", "ca"}
 DOCKER_SOURCES = ("docker-apt", "debian")
 HOST_KEYS = {"name", "address", "user", "port", "key", "roles", "private_address", "become"}
@@ -124,6 +124,14 @@ class LogForward:
     ca: Path          # the CA that signed its certificate
 
 
+# userns-remap (host.userns_remap): the daemon's remap user and its subordinate id range, fixed
+# so that every host maps alike and the suite knows offline whom a secret's ACL names. 231072
+# follows the ranges useradd hands the first two login users (100000 and 165536).
+USERNS_USER = "jafar-remap"
+USERNS_BASE = 231072
+USERNS_SIZE = 65536
+
+
 @dataclass(frozen=True)
 class HostSetup:
     """How host.prepare and host.harden shape an instance (the `host:` block)."""
@@ -140,6 +148,12 @@ class HostSetup:
     sshd_extra: tuple[str, ...] = ()     # site-specific sshd lines, validated with sshd -t
     admin_key: Path | None = None        # the admin user's own key (default: the host's key)
     log_forward: LogForward | None = None  # where auth and audit events go (syslog over TLS)
+    userns_remap: bool = False           # containers' uids mapped to an unprivileged host range
+                                         # (fresh hosts only: the daemon gets a new storage root)
+
+    def host_uid(self, uid: int) -> int:
+        """The host uid a container's uid runs as: whom a secret's ACL must name."""
+        return USERNS_BASE + uid if self.userns_remap else uid
 
 
 @dataclass(frozen=True)
@@ -849,6 +863,7 @@ def _host_setup(check: _Checker, value: Any, key: str) -> HostSetup:
         compose_plugin=check.path(plugin, f"{key}.compose_plugin") if plugin else None,
         insecure_registries=tuple(lists["insecure_registries"]),
         shared_kernel=check.boolean(raw.get("shared_kernel", False), f"{key}.shared_kernel"),
+        userns_remap=check.boolean(raw.get("userns_remap", False), f"{key}.userns_remap"),
         sshd_extra=tuple(lists["sshd_extra"]),
         admin_key=check.path(raw["admin_key"], f"{key}.admin_key") if raw.get("admin_key")
         else None,

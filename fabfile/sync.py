@@ -91,8 +91,9 @@ def secret_items(env: Environment, host: Host,
                        if k in needs.variables and k in values)
     items = [Item(None, f"{env.deploy_path}/.env.ec2", "600", secret=True,
                   content=settings.encode())]
-    for name, uids in needs.secrets.items():
+    for name, container_uids in needs.secrets.items():
         remote = f"{env.deploy_path}/{SECRETS}/{name}"
+        uids = {env.host_setup.host_uid(u) for u in container_uids}
         if name in TLS_FILES:
             if env.tls_dir is None:
                 continue  # check_local_secrets refuses an environment without one

@@ -92,6 +92,51 @@ def ensure_user(user: str, group: str, home_keys: str) -> str:
     ])
 
 
+def ensure_system_user(user: str) -> str:
+    """A system user with no home and no login (a daemon's identity, such as the remap user)."""
+    q = shlex.quote(user)
+    return "\n".join([
+        f"if ! id -u {q} >/dev/null 2>&1; then",
+        f"  useradd --system --no-create-home --shell /usr/sbin/nologin {q}",
+        f"  echo {shlex.quote('CHANGED created user ' + user)}",
+        "fi",
+    ])
+
+
+def ensure_subordinate_range(path: str, user: str, base: int, size: int) -> str:
+    """USER owns exactly the ids BASE..BASE+SIZE-1 in PATH (/etc/subuid or /etc/subgid): what
+    userns-remap maps a container's ids onto. A range another user holds is refused, never
+    shared (that user's containers could then reach ours)."""
+    q, entry = shlex.quote(path), f"{user}:{base}:{size}"
+    overlap = f"$1 != u && $2 < {base + size} && $2 + $3 > {base} {{ print $1; exit }}"
+    return "\n".join([
+        f"touch {q}",
+        f"if ! grep -qx {shlex.quote(entry)} {q}; then",
+        f"  other=$(awk -F: -v u={shlex.quote(user)} {shlex.quote(overlap)} {q})",
+        f'  if [ -n "$other" ]; then echo "{path}: the ids {base}-{base + size - 1} overlap '
+        '$other\'s range; free them or use another host" >&2; exit 1; fi',
+        f"  sed -i {shlex.quote(f'/^{user}:/d')} {q}",
+        f"  echo {shlex.quote(entry)} >> {q}",
+        f"  echo {shlex.quote(f'CHANGED {path}: {entry}')}",
+        "fi",
+    ])
+
+
+def docker_storage_probe() -> str:
+    """Read-only, for the userns-remap guard: is remapping on in daemon.json, and how many
+    volumes and containers are in any of the daemon's storage roots (counted on disk, so a
+    stopped daemon's data counts too)."""
+    roots = "/var/lib/docker /var/lib/docker/[0-9]*.[0-9]*"
+    return "\n".join([
+        "if grep -q '\"userns-remap\"' /etc/docker/daemon.json 2>/dev/null; then echo remap=1; "
+        "else echo remap=0; fi",
+        "n() { for r in " + roots + "; do [ -d \"$r/$1\" ] && find \"$r/$1\" -mindepth 1 "
+        "-maxdepth 1 -type d; done | wc -l; }",
+        'echo "volumes=$(n volumes)"',
+        'echo "containers=$(n containers)"',
+    ])
+
+
 def ensure_dir(path: str, owner: str, mode: str = "0750") -> str:
     """The folder itself with this owner and mode; never recursive (what is inside is not the
     suite's to change: `deploy_path: /etc` would otherwise have given /etc away)."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from fabfile.commands import sections as sections_cmd
-from fabfile.config import Environment, Host
+from fabfile.config import USERNS_USER, Environment, Host
 from fabfile.flow import columns
 from fabfile.hosts import HARDENING, baseline, containers
 from fabfile.hosts.setup import DOCKER_POOLS, DOCKER_WATCHES, sshd_config, ufw_rules
@@ -70,7 +70,7 @@ def probe(env: Environment) -> str:
         "listen": "ss -Hltn 2>&1",
         "daemon": "cat /etc/docker/daemon.json 2>&1; echo; "
                   "docker info --format 'live-restore={{.LiveRestoreEnabled}} "
-                  "logging={{.LoggingDriver}}' 2>&1",
+                  "logging={{.LoggingDriver}} security={{json .SecurityOptions}}' 2>&1",
         "sysctl": f"for k in {keys}; do printf '%s = %s\\n' \"$k\" \"$(sysctl -n \"$k\" "
                   "2>&1)\"; done",
         "apt": "apt-config dump APT::Periodic 2>&1; dpkg-query -W -f='${Status}\\n' "
@@ -180,6 +180,13 @@ def evaluate(env: Environment, host: Host, output: str) -> list[Control]:
                           ("live-restore=true", "live-restore in effect"),
                           ("logging=json-file", "json-file logging in effect")):
         add(f"docker {label}", needle, "yes" if needle in daemon else "no", needle in daemon)
+    if env.host_setup.userns_remap:
+        needle = f'"userns-remap": "{USERNS_USER}"'
+        running = "name=userns" in daemon  # docker info's security options once in effect
+        add("docker userns-remap (container root unprivileged on the host)",
+            f"{needle}, in effect", "yes" if needle in daemon and running else
+            ("configured, not in effect (restart docker)" if needle in daemon else "no"),
+            needle in daemon and running)
     got = {}
     for line in s.get("sysctl", "").splitlines():
         if " = " in line:

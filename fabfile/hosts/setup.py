@@ -17,7 +17,7 @@ import paramiko
 
 from fabfile.commands import audit as audit_cmd
 from fabfile.commands import host as cmd
-from fabfile.config import Environment, Host
+from fabfile.config import USERNS_BASE, USERNS_SIZE, USERNS_USER, Environment, Host
 from fabfile.errors import BadInput, StepFailed
 from fabfile.flow import Outcome, Step, admin_host
 from fabfile.hosts import HARDENING, baseline
@@ -84,6 +84,9 @@ def daemon_json(env: Environment) -> str:
     }
     if env.host_setup.insecure_registries:
         settings["insecure-registries"] = list(env.host_setup.insecure_registries)
+    if env.host_setup.userns_remap:
+        # CIS Docker 2.8: a container's root is an unprivileged uid on the host
+        settings["userns-remap"] = USERNS_USER
     return json.dumps(settings, indent=2, sort_keys=True) + "\n"
 
 
@@ -118,6 +121,10 @@ def prepare_script(env: Environment, host: Host) -> str:
     parts = [cmd.ensure_packages(BASE_PACKAGES + ([] if setup.shared_kernel else ["chrony"]))]
     if setup.docker_source == "docker-apt":
         parts.append(docker_apt_repository())
+    if setup.userns_remap:  # the range must exist before the daemon restarts with it
+        parts += [cmd.ensure_system_user(USERNS_USER),
+                  *(cmd.ensure_subordinate_range(f, USERNS_USER, USERNS_BASE, USERNS_SIZE)
+                    for f in ("/etc/subuid", "/etc/subgid"))]
     parts += [
         cmd.ensure_packages(docker),
         cmd.ensure_file("/etc/docker/daemon.json", daemon_json(env),
@@ -142,7 +149,10 @@ def prepare_script(env: Environment, host: Host) -> str:
 
 
 def plan_prepare(env: Environment, host: Host) -> list[str]:
-    lines = [f"$ {become(prepare_script(env, host))}"]
+    lines = [f"$ {become(cmd.docker_storage_probe())}",
+             "refuse if userns-remap would be switched while the daemon holds volumes or "
+             "containers",
+             f"$ {become(prepare_script(env, host))}"]
     if env.host_setup.docker_source == "debian" and env.host_setup.compose_plugin:
         lines.append(f"if `docker compose version` fails: upload {env.host_setup.compose_plugin}"
                      f" -> {PLUGIN_PATH} (mode 0755) on stdin")
@@ -153,7 +163,27 @@ def changes(output: str) -> list[str]:
     return [line[len("CHANGED "):] for line in output.splitlines() if line.startswith("CHANGED ")]
 
 
+def remap_refusal(env: Environment, probe_output: str) -> str | None:
+    """Why userns-remap may not be switched here, or None. Switching gives the daemon another
+    storage root: the volumes and containers of the old one would vanish from its view and the
+    data stack would initialise empty databases. Only a host with none may switch."""
+    seen = dict(w.split("=", 1) for w in probe_output.split() if "=" in w)
+    on, wanted = seen.get("remap") == "1", env.host_setup.userns_remap
+    volumes, containers = int(seen.get("volumes", "0")), int(seen.get("containers", "0"))
+    if on == wanted or not (volumes or containers):
+        return None
+    switch = "on" if wanted else "off"
+    return (f"refused to turn userns-remap {switch}: the Docker daemon holds "
+            f"{volumes} volume(s) and {containers} container(s), which the new storage root "
+            "would not show (the data stack would start on empty databases); switch it only on a "
+            f"fresh host (move the data there with a backup and restore), or set "
+            f"host.userns_remap: {str(on).lower()} for {env.name}")
+
+
 def apply_prepare(env: Environment, host: Host, remote: Remote) -> Outcome:
+    refusal = remap_refusal(env, remote.run(cmd.docker_storage_probe()).stdout)
+    if refusal:
+        raise StepFailed(refusal)
     done = changes(remote.run(prepare_script(env, host), timeout=1800).stdout)
     setup = env.host_setup
     if remote.run("docker compose version --short", check=False).exited != 0:

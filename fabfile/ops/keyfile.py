@@ -26,10 +26,11 @@ from fabfile.commands.files import write_stdin
 from fabfile.config import Environment
 from fabfile.errors import StepFailed
 from fabfile.remote import Remote
+from fabfile.services import SERVICES
 from fabfile.stacks import wait_timeout
 
 MEMBERS = {"27017": "mongo-primary", "27018": "mongo-secondary", "27019": "mongo-arbiter"}
-MONGO_UID = 999
+MONGO_UID = next(s.uid for s in SERVICES if s.name == "mongo-primary")  # the key's one reader
 
 
 def new_key() -> str:
@@ -60,8 +61,8 @@ def roll(env: Environment, remote: Remote, keys: tuple[str, ...], root: str,
     runs a scripts/ file in mongo-primary (handed the root password) and returns its last
     line."""
     path = f"{env.deploy_path}/secrets/mongo_keyfile"
-    remote.run_with_input(write_stdin(path, "400", readers=(MONGO_UID,)), content(*keys),
-                          timeout=60)
+    reader = env.host_setup.host_uid(MONGO_UID)
+    remote.run_with_input(write_stdin(path, "400", readers=(reader,)), content(*keys), timeout=60)
     primary = run_script(member_script(env, "primary"), "mongo-member.js").split()[-1]
     order = [s for s in ("mongo-arbiter", "mongo-secondary", "mongo-primary")
              if s != service_of(primary)] + [service_of(primary)]

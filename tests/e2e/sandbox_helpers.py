@@ -5,6 +5,11 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.conftest import ROOT
 
 HOST = "jafar-sandbox-1"
 
@@ -41,3 +46,17 @@ def wait_for_process(*words: str, timeout: float = 60) -> None:
                 return
         time.sleep(0.05)
     raise AssertionError(f"no process with {' '.join(words)} within {timeout:.0f}s")
+
+
+def sandbox_config(folder: Path, **settings: Any) -> dict[str, str]:
+    """config/environments.yml with the sandbox environment changed (a block such as `host`
+    merged into the shipped one, other settings replaced), written in FOLDER; returns the
+    environment variables that make `inv` read it."""
+    doc = yaml.safe_load((ROOT / "config" / "environments.yml").read_text())
+    sandbox = doc["environments"]["sandbox"]
+    for key, value in settings.items():
+        shipped = sandbox.get(key)
+        sandbox[key] = {**shipped, **value} if isinstance(shipped, dict) else value
+    path = folder / "environments.yml"
+    path.write_text(yaml.safe_dump(doc))
+    return {"JAFAR_ENVIRONMENTS": str(path)}

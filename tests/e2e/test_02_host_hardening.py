@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, run_inv
-from tests.e2e.sandbox_helpers import HOST, host_ip, inner, on_host
+from tests.e2e.sandbox_helpers import HOST, host_ip, inner, on_host, sandbox_config
 
 KEY = ROOT / ".sandbox" / "id_ed25519"
 DROPIN = "/etc/ssh/sshd_config.d/10-jafar-hardening.conf"
@@ -178,12 +178,17 @@ def test_ports_that_are_not_allowed_cannot_be_reached(hardened):
         on_host("pkill", "-f", "http.server 9999", check=False)
 
 
-def config_with_sshd_extra(tmp_path: Path, line: str) -> dict[str, str]:
-    doc = yaml.safe_load((ROOT / "config" / "environments.yml").read_text())
-    doc["environments"]["sandbox"]["host"]["sshd_extra"] = [line]
-    path = tmp_path / "environments.yml"
-    path.write_text(yaml.safe_dump(doc))
-    return {"JAFAR_ENVIRONMENTS": str(path)}
+def test_userns_remap_is_refused_on_a_host_that_holds_data(hardened, tmp_path):
+    """The deployed host has volumes: a new storage root would hide them, so nothing moves."""
+    before = on_host("sha256sum", "/etc/docker/daemon.json").stdout
+    r = run_inv("host.prepare", "--host", "sandbox",
+                env=sandbox_config(tmp_path, host={"userns_remap": True}), timeout=600)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "host.prepare failed on jafar-sandbox-1: refused to turn userns-remap on: the Docker " \
+        "daemon holds " in r.stderr
+    assert "empty databases" in r.stderr
+    assert on_host("sha256sum", "/etc/docker/daemon.json").stdout == before
+    assert "jafar-remap" not in on_host("cat", "/etc/subuid", check=False).stdout
 
 
 @pytest.mark.parametrize("line, message", [
@@ -192,8 +197,8 @@ def config_with_sshd_extra(tmp_path: Path, line: str) -> dict[str, str]:
 ])
 def test_broken_sshd_dropin_is_rolled_back(hardened, tmp_path, line, message):
     before = on_host("sha256sum", DROPIN).stdout
-    r = run_inv("host.harden", "--host", "sandbox", env=config_with_sshd_extra(tmp_path, line),
-                timeout=600)
+    r = run_inv("host.harden", "--host", "sandbox",
+                env=sandbox_config(tmp_path, host={"sshd_extra": [line]}), timeout=600)
     assert r.returncode == 1, r.stdout
     assert message in r.stdout + r.stderr
     assert on_host("sha256sum", DROPIN).stdout == before
@@ -429,12 +434,8 @@ def test_auth_events_are_forwarded_over_tls_to_the_collector(hardened, tmp_path)
     tls = throwaway_tls.make(tmp_path, "logs.sandbox")
     collector = Collector(tls["cert"], tls["key"])
     try:
-        doc = yaml.safe_load((ROOT / "config" / "environments.yml").read_text())
-        doc["environments"]["sandbox"]["host"]["log_forward"] = {
-            "target": collector.address, "name": "logs.sandbox", "ca": str(tls["ca"])}
-        path = tmp_path / "environments.yml"
-        path.write_text(yaml.safe_dump(doc))
-        env = {"JAFAR_ENVIRONMENTS": str(path)}
+        env = sandbox_config(tmp_path, host={"log_forward": {
+            "target": collector.address, "name": "logs.sandbox", "ca": str(tls["ca"])}})
         on = run_inv("host.harden", "--host", "sandbox", env=env, timeout=900)
         assert on.returncode == 0, on.stdout + on.stderr
         assert "/etc/rsyslog.d/60-jafar-forward.conf" in on.stdout

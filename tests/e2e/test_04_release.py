@@ -16,10 +16,8 @@ from __future__ import annotations
 import json
 import subprocess
 
-import yaml
-
-from tests.conftest import ROOT, run_inv
-from tests.e2e.sandbox_helpers import inner
+from tests.conftest import run_inv
+from tests.e2e.sandbox_helpers import inner, sandbox_config
 from tests.e2e.test_03_day2 import CA, GATEWAY, assert_no_secret, inv, trail_lines
 from tests.support.load import Load
 
@@ -150,11 +148,7 @@ def test_a_slow_start_is_waited_for(deployed):
 
 def test_the_migration_hook_runs_once_and_its_failure_stops_the_release(deployed, tmp_path):
     def with_hook(command: str) -> dict[str, str]:
-        doc = yaml.safe_load((ROOT / "config" / "environments.yml").read_text())
-        doc["environments"]["sandbox"]["release"]["before"] = command
-        path = tmp_path / "environments.yml"
-        path.write_text(yaml.safe_dump(doc))
-        return {"JAFAR_ENVIRONMENTS": str(path)}
+        return sandbox_config(tmp_path, release={"before": command})
 
     failing = run_inv("release", "--tag", "slow", "--services", "ledger", "--host", "sandbox",
                       env=with_hook("ledger-service python3 -c 'raise SystemExit(3)'"),

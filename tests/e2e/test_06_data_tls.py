@@ -117,11 +117,13 @@ def test_a_rotation_under_load_loses_no_write(deployed):
     assert "recreated mongo-arbiter, mongo-primary, mongo-secondary, postgres-ledger, redis" \
         in r.stdout
     # The services rolled without a failure; the stores restarted once: any failed request
-    # falls in one window of seconds, answered by the gateway (503: store unavailable).
+    # falls in one window of seconds, answered by the gateway (503: store unavailable) or
+    # answered well but late (a majority write waiting for the restarting secondary).
     if report.failures:
         window = max(f.at for f in report.failures) - min(f.at for f in report.failures)
         assert window < 30, [f.describe() for f in report.failures]
-        assert all(f.status in (502, 503) for f in report.failures), \
+        assert all(f.status in (502, 503) or f.error.startswith("slow")
+                   for f in report.failures), \
             [f.describe() for f in report.failures] + service_failures()
     assert mounted_certificate() != before
     assert_tls_only(probe())

@@ -20,11 +20,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from fabfile.alternating import twin
 from tests.conftest import ROOT, run_inv
-from tests.e2e.sandbox_helpers import inner, on_host
+from tests.e2e.sandbox_helpers import inner, on_host, sandbox_config
 from tests.e2e.test_03_day2 import CA, GATEWAY
 from tests.e2e.test_06_data_tls import service_failures
 from tests.support import moto_server
@@ -41,14 +40,11 @@ ALARM_TOPIC = "arn:aws:sns:eu-west-1:123456789012:jafar-sandbox-alarms"
 def store(deployed, tmp_path_factory):
     """moto, and an environments file whose sandbox keeps its values in it."""
     with moto_server.running() as endpoint:
-        doc = yaml.safe_load((ROOT / "config" / "environments.yml").read_text())
-        doc["environments"]["sandbox"].update(
+        config = sandbox_config(
+            tmp_path_factory.mktemp("aws"),
             aws={"region": "eu-west-1", "endpoint_url": endpoint, "alarm_topic": ALARM_TOPIC},
             secrets={"manager": SECRET})
-        folder = tmp_path_factory.mktemp("aws")
-        config = folder / "environments.yml"
-        config.write_text(yaml.safe_dump(doc))
-        extra = {**moto_server.CREDENTIALS, "JAFAR_ENVIRONMENTS": str(config)}
+        extra = {**moto_server.CREDENTIALS, **config}
         pushed = run_inv("secrets.push", "--host", "sandbox", "--from", str(LOCAL), "--yes",
                          env=extra)
         assert pushed.returncode == 0, pushed.stdout + pushed.stderr

@@ -1,5 +1,6 @@
 """The split topology, last of the drills (it replaces the shared single-host sandbox): a data
-host and two core hosts, deployed from scratch, all healthy. The data ports answer only over
+host and two core hosts, deployed from scratch with user-namespace remapping (fresh hosts: the
+daemons start on the remapped storage root), all healthy. The data ports answer only over
 TLS, verified with the data CA, and only to the core hosts' addresses: from a core host a plain
 connection to each port is refused by the store; from any other address of the private network
 the firewall drops it. A core host holds no data-only secret."""
@@ -13,6 +14,7 @@ import subprocess
 import pytest
 
 from tests.conftest import run_inv
+from tests.e2e.sandbox_helpers import sandbox_config
 
 DATA = "jafar-sandbox-1"
 CORE = ("jafar-sandbox-2", "jafar-sandbox-3")
@@ -76,16 +78,20 @@ print(json.dumps({n: {"plain": plain(n, p), "tls": tls(n, p)} for n, p in ports.
 """
 
 
+CONFIG: dict[str, str] = {}  # the sandbox environment with host.userns_remap: true
+
+
 def inv(*args: str, timeout: int = 1500) -> subprocess.CompletedProcess[str]:
-    return run_inv(*args, "--host", "sandbox", timeout=timeout)
+    return run_inv(*args, "--host", "sandbox", env=CONFIG, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
-def split():
+def split(tmp_path_factory):
     # JAFAR_E2E_REUSE=1 (while developing): deploy onto the split sandbox already there
     reuse = os.environ.get("JAFAR_E2E_REUSE") == "1"
     reset = run_inv("sandbox.up" if reuse else "sandbox.reset", "--hosts", "3", timeout=1800)
     assert reset.returncode == 0, reset.stdout[-3000:] + reset.stderr[-3000:]
+    CONFIG.update(sandbox_config(tmp_path_factory.mktemp("remap"), host={"userns_remap": True}))
     first = inv("deploy")
     assert first.returncode == 0, first.stdout[-5000:] + first.stderr[-3000:]
     return first
@@ -141,3 +147,19 @@ def test_a_core_host_holds_no_data_only_secret(split):
                             "data_tls_key", "data_tls_crt"}, (host, names)
     on_data = set(on(DATA, "ls", "/opt/jafar/secrets").split())
     assert {"data_tls_key", "mongo_keyfile", "mongo_root_password"} <= on_data
+
+
+def test_every_host_runs_its_containers_in_a_remapped_user_namespace(split):
+    r = inv("host.check", "--json", timeout=600)
+    report = json.loads(r.stdout)
+    remap = [c for c in report["controls"] if c["control"].startswith("docker userns-remap")]
+    assert len(remap) == 3 and all(c["ok"] for c in remap), remap
+    assert r.returncode == 0, [c for c in report["controls"] if not c["ok"]]
+    # seen from the host, a container's uid u runs as 231072 + u: the stores' users (999)
+    # and the gateway's root (0) are unprivileged there
+    for host, needle, uid in ((DATA, "/usr/local/bin/mongod --replSet", 232071),
+                              (DATA, "redis-server", 232071), (DATA, "postgres -c", 232071),
+                              (CORE[0], "nginx: master process", 231072)):
+        found = {int(line.split()[0]) for line in on(host, "ps", "-eo", "uid=,args=").splitlines()
+                 if needle in line}
+        assert found == {uid}, (host, needle, found)
