@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -43,6 +44,9 @@ class Step:
     # reads every host of the step first and returns the apply to use (a step that needs the
     # whole fleet's state, such as core.up's merged scale counts)
     prepare: Callable[[Environment, Pool], Apply] | None = None
+    # the hosts are independent (nothing on one waits for another, and serving does not
+    # depend on the step): it runs on all of them at once, as Ansible's forks do
+    parallel: bool = False
 
     def hosts(self, env: Environment) -> tuple[Host, ...]:
         return tuple(h for h in env.hosts if any(h.has(r) for r in self.roles))
@@ -178,20 +182,49 @@ def run_steps(env: Environment, steps: list[Step], pool: Pool,
             pool.printer.line("", f"{step.name}: FAILED: {exc}")
             return rows
         assert apply is not None, f"step {step.name} has neither apply nor prepare"
-        for host in step.hosts(env):
-            remote = pool.get(host, step.admin)
-            pool.renew(host, remote)
-            try:
-                outcome = apply(env, host, remote)
-            except StepFailed as exc:
-                reason = str(exc).splitlines()[0].removeprefix(f"{host.name}: ")
+        hosts = step.hosts(env)
+        if step.parallel and len(hosts) > 1:
+            outcomes = in_parallel(env, step, apply, pool, hosts)
+        else:
+            outcomes = []
+            for host in hosts:  # one by one: the first failure stops the rest
+                pool.renew(host, pool.get(host, step.admin))
+                outcomes.append(attempt(env, step, apply, pool, host))
+                if isinstance(outcomes[-1], StepFailed):
+                    break
+        for host, outcome in zip(hosts, outcomes, strict=False):
+            if isinstance(outcome, StepFailed):
+                reason = str(outcome).splitlines()[0].removeprefix(f"{host.name}: ")
                 record(Row(step.name, host.name, "FAILED", reason))
-                remote.say(f"{step.name}: FAILED: {exc}")
-                return rows
-            record(Row(step.name, host.name, "changed" if outcome.changed else "ok",
-                       outcome.message))
-            remote.say(f"{step.name}: {outcome.message}")
+            else:
+                record(Row(step.name, host.name, "changed" if outcome.changed else "ok",
+                           outcome.message))
+        if any(isinstance(o, StepFailed) for o in outcomes):
+            return rows
     return rows
+
+
+def attempt(env: Environment, step: Step, apply: Apply, pool: Pool,
+            host: Host) -> Outcome | StepFailed:
+    """The step on one host, said as it ends; a failure is returned, not raised."""
+    remote = pool.get(host, step.admin)
+    try:
+        outcome = apply(env, host, remote)
+    except StepFailed as exc:
+        remote.say(f"{step.name}: FAILED: {exc}")
+        return exc
+    remote.say(f"{step.name}: {outcome.message}")
+    return outcome
+
+
+def in_parallel(env: Environment, step: Step, apply: Apply, pool: Pool,
+                hosts: tuple[Host, ...]) -> list[Outcome | StepFailed]:
+    """The step on every host at once; each host finishes (a failure on one does not cut
+    another's script short), and the outcomes come back in host order."""
+    for host in hosts:  # connections and lock renewals from this thread, as one by one
+        pool.renew(host, pool.get(host, step.admin))
+    with ThreadPoolExecutor(max_workers=len(hosts)) as workers:
+        return list(workers.map(lambda h: attempt(env, step, apply, pool, h), hosts))
 
 
 def columns(heads: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:

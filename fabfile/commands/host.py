@@ -137,6 +137,12 @@ def docker_storage_probe() -> str:
     ])
 
 
+def install_gzipped(path: str, mode: str) -> str:
+    """Install PATH from gzip data on stdin; a broken stream leaves no file behind."""
+    return (f'tmp=$(mktemp) && gunzip -c > "$tmp" && install -D -m {mode} "$tmp" '
+            f'{shlex.quote(path)}; rc=$?; rm -f "$tmp"; exit $rc')
+
+
 def ensure_dir(path: str, owner: str, mode: str = "0750") -> str:
     """The folder itself with this owner and mode; never recursive (what is inside is not the
     suite's to change: `deploy_path: /etc` would otherwise have given /etc away)."""

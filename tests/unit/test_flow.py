@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
 
 import pytest
 
-from fabfile.errors import BadInput
-from fabfile.flow import print_plan, select
+from fabfile.errors import BadInput, StepFailed
+from fabfile.flow import Outcome, Pool, Step, print_plan, run_steps, select
 from fabfile.remote import Masker, Printer
 from fabfile.steps import FLOW, STEPS
 from tests.conftest import shipped
@@ -90,3 +92,70 @@ def test_every_step_has_a_task_with_help():
         t = ns[name]
         assert t.__doc__, name
         assert all(a.help for a in t.get_arguments()), name
+
+
+def run_fake(step_kwargs: dict, behaviour) -> tuple[list, str, float]:
+    """run_steps over prod's three hosts with an apply that never connects: `behaviour(host)`
+    returns an Outcome or raises StepFailed; a second step shows whether the flow went on."""
+    env = shipped("prod")
+    out = io.StringIO()
+    first = Step("one", ("data", "core"), "", lambda e, h: [],
+                 lambda e, h, r: behaviour(h), **step_kwargs)
+    second = Step("two", ("data", "core"), "", lambda e, h: [],
+                  lambda e, h, r: Outcome(False, "nothing to do"))
+    pool = Pool(env, Printer(Masker(), out))
+    started = time.monotonic()
+    rows = run_steps(env, [first, second], pool)
+    return rows, out.getvalue(), time.monotonic() - started
+
+
+def test_a_parallel_step_runs_every_host_at_once_and_reports_in_host_order():
+    threads = set()
+
+    def slow(host):
+        threads.add(threading.get_ident())
+        time.sleep(0.6 if host.name == "prod-data-1" else 0.2)  # the first host ends last
+        return Outcome(True, f"did {host.name}")
+
+    rows, out, took = run_fake({"parallel": True}, slow)
+    assert took < 1.2  # 1.0 s one by one
+    assert len(threads) == 3
+    assert [(r.step, r.host, r.result) for r in rows] == [
+        ("one", "prod-data-1", "changed"), ("one", "prod-core-1", "changed"),
+        ("one", "prod-core-2", "changed"), ("two", "prod-data-1", "ok"),
+        ("two", "prod-core-1", "ok"), ("two", "prod-core-2", "ok")]
+    assert "[prod-core-1] one: did prod-core-1" in out
+
+
+def test_a_parallel_failure_lets_the_other_hosts_finish_then_stops_the_flow():
+    def one_fails(host):
+        if host.name == "prod-core-1":
+            raise StepFailed("prod-core-1: apt-get failed\ndetails")
+        time.sleep(0.2)
+        return Outcome(True, "done")
+
+    rows, out, _ = run_fake({"parallel": True}, one_fails)
+    assert [(r.host, r.result, r.message) for r in rows] == [
+        ("prod-data-1", "changed", "done"), ("prod-core-1", "FAILED", "apt-get failed"),
+        ("prod-core-2", "changed", "done")]
+
+
+def test_a_step_one_host_at_a_time_stops_at_the_first_failure():
+    seen = []
+
+    def second_fails(host):
+        seen.append(host.name)
+        if host.name == "prod-core-1":
+            raise StepFailed("prod-core-1: refused")
+        return Outcome(False, "nothing to do")
+
+    rows, _, _ = run_fake({}, second_fails)
+    assert seen == ["prod-data-1", "prod-core-1"]
+    assert [(r.step, r.host, r.result) for r in rows] == [
+        ("one", "prod-data-1", "ok"), ("one", "prod-core-1", "FAILED")]
+
+
+def test_only_the_host_steps_run_in_parallel():
+    # core.up stays one host at a time: both core hosts restarting at once would leave the
+    # load balancer nothing to send to
+    assert [s.name for s in FLOW if s.parallel] == ["host.prepare", "host.harden"]

@@ -217,3 +217,22 @@ def test_the_check_table_masks_before_it_cuts():
     control = Control("h1", "sshd", "x", "y" * 50 + secret, False)
     row = table([control], Masker([secret]))[-1]
     assert "********" in row and "canary-sec" not in row
+
+
+def test_a_gzipped_upload_installs_the_file_or_nothing(tmp_path):
+    import gzip
+
+    target = tmp_path / "plugins" / "docker-compose"
+    script = cmd.install_gzipped(str(target), "0755")
+    assert script == (f'tmp=$(mktemp) && gunzip -c > "$tmp" && install -D -m 0755 "$tmp" '
+                      f'{target}; rc=$?; rm -f "$tmp"; exit $rc')
+    data = b"\x7fELF" + bytes(range(256)) * 100
+    ok = subprocess.run(["sh", "-c", script], input=host.gzipped_bytes(data), timeout=30,
+                        check=False, capture_output=True)
+    assert ok.returncode == 0 and target.read_bytes() == data
+    assert oct(target.stat().st_mode & 0o777) == "0o755"
+    target.unlink()
+    cut = gzip.compress(data)[:-20]  # a stream cut short: no file
+    bad = subprocess.run(["sh", "-c", script], input=cut, timeout=30, check=False,
+                         capture_output=True)
+    assert bad.returncode != 0 and not target.exists()
