@@ -131,6 +131,8 @@ USERNS_USER = "jafar-remap"
 USERNS_BASE = 231072
 USERNS_SIZE = 65536
 
+PRIVATE_BIND = "private"  # gateway_bind: every core host publishes on its private_address
+
 
 @dataclass(frozen=True)
 class HostSetup:
@@ -277,13 +279,19 @@ class Environment:
     health_interval: str = "10s"       # Docker health check interval of the core services
     release: ReleaseSettings = field(default_factory=ReleaseSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
-    gateway_bind: str | None = None    # the one address the gateway publishes 80/443 on
+    gateway_bind: str | None = None    # an address, or "private": where 80/443 are published
     hosts_from: HostsFrom | None = None  # the hosts come from EC2 (hosts is empty until then)
     adhoc: bool = False                # --host user@address[:port]
     adhoc_mutable: bool = False        # ... and environments.yml has an `adhoc:` block
 
     def hosts_with(self, role: str) -> tuple[Host, ...]:
         return tuple(h for h in self.hosts if h.has(role))
+
+    def gateway_address(self, host: Host) -> str | None:
+        """The address this core host's gateway publishes 80/443 on (None: all of them)."""
+        if self.gateway_bind == PRIVATE_BIND:
+            return host.private_address
+        return self.gateway_bind
 
     @property
     def data_host(self) -> Host:
@@ -345,6 +353,12 @@ class _Checker:
 
     def path(self, value: Any, key: str) -> Path:
         return resolve_path(self.string(value, key))
+
+
+def _is_ipv4(text: str) -> bool:
+    """gateway_bind's addresses: Compose's `ADDRESS:80:80` would need brackets for IPv6, and
+    an EC2 private address is IPv4."""
+    return _is_ip(text) and ":" not in text
 
 
 def _is_ip(text: str) -> bool:
@@ -735,18 +749,25 @@ def _secrets(check: _Checker, value: Any, key: str, aws: AwsSettings | None) -> 
 
 
 def _gateway_bind(check: _Checker, value: Any, key: str, hosts: tuple[Host, ...]) -> str | None:
-    """One IP address of the one core host (on EC2 its private address, which the load
-    balancer reaches: the public IP is not on the instance's interface)."""
+    """One IP address of the one core host, or `private`: each core host's private_address
+    (on EC2 the address the load balancer reaches: the public IP is not on the instance's
+    interface)."""
     if value is None:
         return None
     text = check.string(value, key)
-    if not _is_ip(text):
-        raise check.fail(key, f"{_short(text)} is not an IP address; use the core host's "
-                         "private address, e.g. 10.0.1.11")
     core = [h for h in hosts if "core" in h.roles]
+    if text == PRIVATE_BIND:
+        for h in core:
+            if not h.private_address or not _is_ipv4(h.private_address):
+                raise check.fail(key, f"is private, but core host {h.name} has no IPv4 "
+                                 "private_address; give it one")
+        return text
+    if not _is_ipv4(text):
+        raise check.fail(key, f"{_short(text)} is not an IPv4 address; use the core host's "
+                         "private address, e.g. 10.0.1.11, or private")
     if len(core) != 1:
         raise check.fail(key, f"names one address, but there are {len(core)} core hosts; "
-                         "leave it out (each host then publishes on all its addresses)")
+                         "write private (each core host's private_address) or leave it out")
     return text
 
 

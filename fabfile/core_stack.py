@@ -34,28 +34,28 @@ from fabfile.sync import wire
 EXTRA = ("config", "routes", "bind")
 
 
-def probe(env: Environment) -> str:
+def probe(env: Environment, host: Host) -> str:
     """The compose check, the recorded state, the containers, whether routes exist."""
     return state.probe(env, {
         "config": f"{cmd.config_check(env, 'core')} && echo rc=0 || echo rc=$?",
         "routes": f"test -f {routing_cmd.gateway_file(env.deploy_path)} && echo present "
                   "|| echo absent",
-        "bind": bind_check(env),
+        "bind": bind_check(env.gateway_address(host)),
     })
 
 
-def bind_check(env: Environment) -> str:
-    """`present` when gateway_bind is an address of this host (or not set): otherwise the
-    gateway could not publish its ports."""
-    if not env.gateway_bind:
+def bind_check(address: str | None) -> str:
+    """`present` when the gateway's address is one of this host's (or not set): otherwise
+    the gateway could not publish its ports."""
+    if not address:
         return "echo present"
-    return (f"ip -o addr show | grep -qF {shlex.quote(f' {env.gateway_bind}/')} && echo present "
+    return (f"ip -o addr show | grep -qF {shlex.quote(f' {address}/')} && echo present "
             "|| echo absent")
 
 
 def plan(env: Environment, host: Host) -> list[str]:
     return [f"$ {wire(host, c)}" for c in (
-        probe(env),
+        probe(env, host),
         cmd.up(env, "core", wait_timeout(env), {s.name: env.replicas for s in JAFAR}),
     )] + ["(--scale: the counts recorded on the core hosts; JAFAR_IMAGE_*: the release recorded "
           "on the host, if any; replicas beyond the counts are drained first; then the "
@@ -75,16 +75,16 @@ def prepare(env: Environment, pool: Pool) -> Callable[[Environment, Host, Remote
     for host in env.hosts_with("core"):
         remote = pool.get(host)
         pool.renew(host, remote)
-        current = state.parse(host.name, remote.run(probe(env)).stdout, EXTRA)
+        current = state.parse(host.name, remote.run(probe(env, host)).stdout, EXTRA)
         config = current.extra["config"]
         if not config.rstrip().endswith("rc=0"):
             detail = "\n  ".join(config.strip().splitlines()[-5:])
             raise StepFailed(pool.printer.mask(f"{host.name}: docker compose config of the "
                                                f"core stack failed:\n  {detail}"))
         if current.extra["bind"].strip() != "present":
-            raise StepFailed(f"{host.name}: gateway_bind {env.gateway_bind} is not an address "
-                             "of this host (see `ip -o addr`); set it to the host's private "
-                             "address; nothing was changed")
+            raise StepFailed(f"{host.name}: gateway_bind {env.gateway_address(host)} is not an "
+                             "address of this host (see `ip -o addr`); set it to the host's "
+                             "private address; nothing was changed")
         found[host.name] = current
     merged, notes = state.merge({h: s.overrides for h, s in found.items()})
 

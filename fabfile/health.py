@@ -37,7 +37,8 @@ class Check:
 def probe_command(env: Environment, host: Host) -> str:
     stacks = [s for s in STACKS if host.has(s)]
     http = [s.name for st in stacks for s in stack_services(st, env) if s.health_port]
-    return probe([compose_project(env, s) for s in stacks], http, JAFAR_PORT, host.has("core"))
+    gateway = (env.gateway_address(host) or "127.0.0.1") if host.has("core") else None
+    return probe([compose_project(env, s) for s in stacks], http, JAFAR_PORT, gateway)
 
 
 def plan(env: Environment, host: Host) -> list[str]:

@@ -328,8 +328,8 @@ def write_overlay(hosts: list[SandboxHost], images: dict[str, str]) -> None:
     overlay = {"tag": images["tag"], "topology": "split" if split else "single",
                "images": {k: v for k, v in images.items() if k != "tag"}, "pins": str(PINS),
                "hosts": entries}
-    if split:
-        overlay["private_cidr"] = cmd.SUBNET
+    if split:  # as prod: the gateways publish 80/443 on the hosts' private addresses only
+        overlay.update(private_cidr=cmd.SUBNET, gateway_bind="private")
     OVERLAY.write_text("# written by inv sandbox.up; do not edit\n" +
                        yaml.safe_dump(overlay, sort_keys=False))
 
@@ -371,9 +371,11 @@ def list_containers(role: str) -> list[str]:
     return sorted(proc.stdout.split())
 
 
-def down(say: Printer, purge: bool = False) -> None:
-    """Remove the hosts and the registry; `purge` also drops their volumes and .sandbox/."""
-    names = list_containers("host") + list_containers("registry")
+def down(say: Printer, purge: bool = False, keep_registry: bool = False) -> None:
+    """Remove the hosts and the registry; `purge` also drops their volumes and .sandbox/.
+    `keep_registry` (sandbox.reset) keeps the registry, its volume and the network: it holds
+    only images built here, and publish_images then pushes only what differs."""
+    names = list_containers("host") + ([] if keep_registry else list_containers("registry"))
     if not names and not purge:
         say.line("sandbox", "nothing to do: no sandbox containers")
         return
@@ -381,12 +383,14 @@ def down(say: Printer, purge: bool = False) -> None:
         run_argv(cmd.remove(names))
         say.line("sandbox", f"removed {', '.join(names)}")
     if purge:
-        volumes = docker("volume", "ls", "--quiet", "--filter", f"name={PREFIX}",
-                         check=False).stdout.split()
+        volumes = [v for v in docker("volume", "ls", "--quiet", "--filter", f"name={PREFIX}",
+                                     check=False).stdout.split()
+                   if not (keep_registry and v == cmd.REGISTRY)]
         if volumes:
             docker("volume", "rm", "--force", *volumes)
             say.line("sandbox", f"removed volumes {', '.join(volumes)}")
-        docker("network", "rm", cmd.NETWORK, check=False)
+        if not keep_registry:
+            docker("network", "rm", cmd.NETWORK, check=False)
         for trail in (audit.local_path("sandbox"), audit.local_dir() / "sandbox.unsent.log"):
             if trail.exists():  # this machine's copy of the destroyed hosts' audit trail
                 trail.unlink()

@@ -89,6 +89,9 @@ def secret_items(env: Environment, host: Host,
     keys = [*envfile.example_keys(), *alternating.DERIVED]
     settings = "".join(f"{k}={envfile.quote(values[k])}\n" for k in keys
                        if k in needs.variables and k in values)
+    bind = env.gateway_address(host) if host.has("core") else None
+    if bind:  # per host (gateway_bind: private), so here rather than on the command line
+        settings += f"GATEWAY_BIND={bind}\n"
     items = [Item(None, f"{env.deploy_path}/.env.ec2", "600", secret=True,
                   content=settings.encode())]
     for name, container_uids in needs.secrets.items():

@@ -40,8 +40,6 @@ def suite_variables(env: Environment, images: dict[str, str] | None = None) -> d
         "MONGO_PIDS_LIMIT": str(env.data_limits["mongo"] + 256),
         "POSTGRES_PIDS_LIMIT": str(env.data_limits["postgres"] + 128),
     }
-    if env.gateway_bind:
-        variables["GATEWAY_BIND"] = env.gateway_bind
     if env.log_driver == "awslogs" and env.awslogs_group and env.aws:
         variables.update(AWSLOGS_GROUP=env.awslogs_group, AWS_REGION=env.aws.region)
     if env.topology == "split" and env.data_host.private_address:

@@ -11,11 +11,13 @@ INSPECT_FORMAT = ("{{index .Config.Labels \"com.docker.compose.service\"}}\t{{.N
                   "{{end}}\t{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}")
 
 
-def probe(projects: list[str], http_services: list[str], port: int, gateway: bool) -> str:
+def probe(projects: list[str], http_services: list[str], port: int,
+          gateway: str | None) -> str:
     """Prints `C<TAB>service<TAB>container<TAB>state<TAB>health` per container, then
     `H<TAB>container<TAB>body<TAB>code` for each running HTTP service (GET /health on the
     container's own address, so every replica is checked), and `G<TAB>code` for the gateway's
-    HTTPS /health on the host. Each request has the 5 s the Compose health checks give."""
+    HTTPS /health on the host at the address it publishes on (`gateway`; None: no gateway
+    here). Each request has the 5 s the Compose health checks give."""
     listings = "; ".join(shlex.join(["docker", "ps", "--all", "--quiet", "--no-trunc",
                                       "--filter", f"label={LABEL}={p}"]) for p in projects)
     lines = [
@@ -40,5 +42,5 @@ def probe(projects: list[str], http_services: list[str], port: int, gateway: boo
     ]
     if gateway:
         lines.append("printf 'G\\t%s\\n' \"$(curl -sk -m 5 -o /dev/null -w '%{http_code}' "
-                     "https://127.0.0.1/health)\"")
+                     f"{shlex.quote(f'https://{gateway}/health')})\"")
     return "\n".join(lines)

@@ -30,9 +30,10 @@ def sandbox_down(c: Context) -> None:
     "hosts": "how many hosts the new sandbox has (see sandbox.up)"})
 @handled
 def sandbox_reset(c: Context, hosts: int = 1) -> None:
-    """Destroy the sandbox with its volumes, keys and secrets, then bring up a fresh one."""
+    """Destroy the sandbox hosts with their volumes, keys and secrets, then bring up fresh
+    ones (the registry, which holds only images built here, is kept)."""
     say = Printer(Masker())
-    sandbox.down(say, purge=True)
+    sandbox.down(say, purge=True, keep_registry=True)
     sandbox.up(hosts, say)
 
 

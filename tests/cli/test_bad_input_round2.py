@@ -272,7 +272,7 @@ def test_host_hardening_settings_are_refused_before_any_connection(setup, listen
     the collector's CA is named, never shown."""
     env = setup(extra="gateway_bind: lb.example\n")
     r = run_inv("host.harden", "--host", "test", "--yes", env=env)
-    assert_bad_input(r, listener, "gateway_bind: 'lb.example' is not an IP address")
+    assert_bad_input(r, listener, "gateway_bind: 'lb.example' is not an IPv4 address")
     key = tmp_path / "collector.key"
     key.write_text("-----BEGIN PRIVATE KEY-----\ncanary-b81f0c2e9a7d4d15\n")
     path = Path(setup()["JAFAR_ENVIRONMENTS"])

@@ -91,6 +91,8 @@ def split(tmp_path_factory):
     reuse = os.environ.get("JAFAR_E2E_REUSE") == "1"
     reset = run_inv("sandbox.up" if reuse else "sandbox.reset", "--hosts", "3", timeout=1800)
     assert reset.returncode == 0, reset.stdout[-3000:] + reset.stderr[-3000:]
+    # the registry outlives a reset: the images built for the single-host sandbox are there
+    assert "nothing to push" in reset.stdout, reset.stdout[-3000:]
     CONFIG.update(sandbox_config(tmp_path_factory.mktemp("remap"), host={"userns_remap": True}))
     first = inv("deploy")
     assert first.returncode == 0, first.stdout[-5000:] + first.stderr[-3000:]
@@ -114,6 +116,23 @@ def test_a_split_deploy_is_healthy_on_every_host(split):
     assert "api-service" not in by_host[DATA]
     for host in CORE:
         assert {"gateway", "api-service", "ledger-service"} <= by_host[host], by_host
+
+
+def test_each_gateway_publishes_on_its_hosts_private_address_only(split):
+    """gateway_bind: private (the split sandbox's, as prod's): 443 answers on the address the
+    load balancer reaches and on no other address of the host."""
+    knock = ("import socket, sys\n"
+             "for a in sys.argv[1:]:\n"
+             "    try:\n"
+             "        socket.create_connection((a, 443), timeout=4).close(); print(a, 'open')\n"
+             "    except OSError as exc:\n"
+             "        print(a, type(exc).__name__)\n")
+    for host, address in zip(CORE, ("172.30.99.12", "172.30.99.13"), strict=True):
+        found = dict(line.split(" ", 1) for line in on(
+            host, "python3", "-c", knock, address, "127.0.0.1").splitlines())
+        assert found == {address: "open", "127.0.0.1": "ConnectionRefusedError"}, (host, found)
+        settings = on(host, "grep", "-c", f"^GATEWAY_BIND={address}$", "/opt/jafar/.env.ec2")
+        assert settings.strip() == "1", host
 
 
 def test_from_a_core_host_each_data_port_serves_tls_only(split):

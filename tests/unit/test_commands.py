@@ -63,13 +63,20 @@ def test_image_overrides_are_passed_sorted(sandbox):
         "POSTGRES_PIDS_LIMIT": "228", "NGINX_IMAGE": "n:2", "REDIS_IMAGE": "r:1"}
 
 
-def test_pids_limits_follow_the_connection_limits_and_the_gateway_binds_one_address(sandbox):
+def test_pids_limits_follow_the_connection_limits(sandbox):
     env = replace(sandbox, data_limits={"mongo": 2000, "redis": 1000, "postgres": 300},
                   gateway_bind="10.0.1.11")
     variables = compose.suite_variables(env)
     assert (variables["MONGO_PIDS_LIMIT"], variables["POSTGRES_PIDS_LIMIT"]) == ("2256", "428")
-    assert variables["GATEWAY_BIND"] == "10.0.1.11"
-    assert "GATEWAY_BIND" not in compose.suite_variables(sandbox)
+    # per host, so in the host's .env.ec2 (sync.secret_items), never on the command line
+    assert "GATEWAY_BIND" not in variables
+
+
+def test_the_gateway_address_is_the_one_named_or_each_hosts_private_one(sandbox):
+    host = replace(sandbox.hosts[0], private_address="10.0.1.21")
+    assert replace(sandbox, gateway_bind="10.0.1.11").gateway_address(host) == "10.0.1.11"
+    assert replace(sandbox, gateway_bind="private").gateway_address(host) == "10.0.1.21"
+    assert sandbox.gateway_address(host) is None
 
 
 def test_deploy_path_is_quoted(sandbox):
@@ -117,10 +124,19 @@ def test_the_gateway_address_is_checked_on_the_host(sandbox):
     """core.up reads whether gateway_bind is one of the host's addresses (run here, where
     127.0.0.1 is one and a documentation address is not)."""
     def bind_check(address: str | None) -> str:
-        command = core_stack.bind_check(replace(sandbox, gateway_bind=address))
+        command = core_stack.bind_check(address)
         return subprocess.run(["sh", "-c", command], capture_output=True, text=True,
                               timeout=30).stdout.strip()
 
     assert bind_check("127.0.0.1") == "present"
     assert bind_check("203.0.113.7") == "absent"
     assert bind_check(None) == "present"
+
+
+def test_the_health_probe_asks_the_gateway_where_it_publishes():
+    from fabfile.commands.health import probe
+
+    last = probe(["jafar-core"], ["api-service"], 3000, "10.0.1.12").splitlines()[-1]
+    assert last == ("printf 'G\\t%s\\n' \"$(curl -sk -m 5 -o /dev/null -w '%{http_code}' "
+                    "https://10.0.1.12/health)\"")
+    assert "https://" not in probe(["jafar-data"], [], 3000, None)

@@ -131,14 +131,24 @@ def test_adhoc_target_uses_defaults(environments):
      "environments.test.rotate_after_days: must be an integer from 1 to 3650"),
     (ONE_HOST, "compose_profiles: [kibana]\n",
      "environments.test.compose_profiles[0]: must be one of grafana"),
+    (ONE_HOST, "gateway_bind: '::1'\n",
+     "environments.test.gateway_bind: '::1' is not an IPv4 address"),
     (ONE_HOST, "gateway_bind: lb.example\n",
-     "environments.test.gateway_bind: 'lb.example' is not an IP address; use the core host's "
+     "environments.test.gateway_bind: 'lb.example' is not an IPv4 address; use the core host's "
      "private address"),
     (ONE_HOST.replace("[data, core]", "[data]") + "  private_address: 10.0.2.10\n"
      + ONE_HOST.replace("h1", "h2").replace("[data, core]", "[core]")
      + ONE_HOST.replace("h1", "h3").replace("[data, core]", "[core]"),
      "topology: split\ngateway_bind: 10.0.1.11\n",
-     "environments.test.gateway_bind: names one address, but there are 2 core hosts"),
+     "environments.test.gateway_bind: names one address, but there are 2 core hosts; write "
+     "private"),
+    (ONE_HOST.replace("[data, core]", "[data]") + "  private_address: 10.0.2.10\n"
+     + ONE_HOST.replace("h1", "h2").replace("[data, core]", "[core]")
+     + "  private_address: 10.0.1.12\n"
+     + ONE_HOST.replace("h1", "h3").replace("[data, core]", "[core]"),
+     "topology: split\ngateway_bind: private\n",
+     "environments.test.gateway_bind: is private, but core host h3 has no IPv4 private_address; "
+     "give it one"),
 ])
 def test_invalid_values_name_file_key_and_fix(environments, hosts, extra, message):
     path = environments(env_yaml(hosts, extra))

@@ -89,9 +89,14 @@ def test_an_internet_facing_core_host_gets_no_data_only_secret(tmp_path):
     core_settings = next(i for i in secret_items(env, core)
                          if i.remote.endswith(".env.ec2")).data().decode()
     assert "POSTGRES_USER=" not in core_settings and "MONGO_ROOT_USERNAME=" not in core_settings
+    assert "GATEWAY_BIND=10.0.1.11\n" in core_settings  # gateway_bind: private, this host's
     data_settings = next(i for i in secret_items(env, data)
                          if i.remote.endswith(".env.ec2")).data().decode()
     assert "MONGO_HOSTS=" in data_settings  # init-replica.sh reads it on the data host
+    assert "GATEWAY_BIND=" not in data_settings
+    other = next(i for i in secret_items(env, env.hosts_with("core")[1])
+                 if i.remote.endswith(".env.ec2")).data().decode()
+    assert "GATEWAY_BIND=10.0.1.12\n" in other
     assert "MONGO_APP_USER=" in data_settings and "MONGO_LEDGER_USER=" in data_settings
 
 
