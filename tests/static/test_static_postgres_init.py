@@ -80,9 +80,10 @@ class Cluster:
                   "LEDGER_DB_USER": "jafar_ledger", "LEDGER_DB_PASSWORD": PASSWORD, **env}
         return self.cmd("bash", str(SCRIPT), env=values, check=False)
 
-    def as_ledger(self, database: str, sql: str) -> subprocess.CompletedProcess[str]:
-        """Over TCP (SCRAM), as the ledger role."""
-        return self.cmd(str(self.bin / "psql"), "-h", "127.0.0.1", "-U", "jafar_ledger", "-d",
+    def as_ledger(self, database: str, sql: str,
+                  user: str = "jafar_ledger") -> subprocess.CompletedProcess[str]:
+        """Over TCP (SCRAM), as the ledger role (or its rotation twin)."""
+        return self.cmd(str(self.bin / "psql"), "-h", "127.0.0.1", "-U", user, "-d",
                         database, "-v", "ON_ERROR_STOP=1", "-Atc", sql,
                         env={"PGPASSWORD": PASSWORD}, check=False)
 
@@ -131,6 +132,24 @@ def test_ledger_role_logs_in_and_owns_its_schema(cluster: Cluster):
                                        "SELECT current_schema();")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "jafar_ledger"
+
+
+def test_the_rotation_twin_logs_in_and_acts_as_the_owner(cluster: Cluster):
+    """A data host rebuilt after a rotation: the services log in as jafar_ledger_clone."""
+    assert "role jafar_ledger_clone (the rotation twin) acts as jafar_ledger" in \
+        cluster.first_output
+    proc = cluster.as_ledger("ledger", "CREATE TABLE twin_entries (id bigint); "
+                             "SELECT current_user, current_schema();", user="jafar_ledger_clone")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "jafar_ledger|jafar_ledger"
+    owner = cluster.as_superuser("SELECT tableowner FROM pg_tables WHERE tablename = "
+                                 "'twin_entries'")
+    assert owner == "jafar_ledger"
+    flags = cluster.as_superuser(
+        "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls "
+        "FROM pg_roles WHERE rolname = 'jafar_ledger_clone'")
+    assert flags == "f|f|f|f|f"
+    assert cluster.as_ledger("postgres", "SELECT 1", user="jafar_ledger_clone").returncode != 0
 
 
 def test_ledger_role_has_no_privilege_beyond_its_database(cluster: Cluster):

@@ -2,7 +2,8 @@
 # PostgreSQL first-start init (the official image runs /docker-entrypoint-initdb.d/* once, on an
 # empty data directory, as the database superuser over the local socket).
 #
-# Creates the ledger service's role LEDGER_DB_USER with its password (the file
+# Creates the ledger service's role LEDGER_DB_USER (and its rotation twin LEDGER_DB_USER_clone,
+# which acts as it) with its password (the file
 # LEDGER_DB_PASSWORD_FILE names, a Compose secret; LEDGER_DB_PASSWORD by hand), or resets them when
 # the role exists (safe to re-run), and grants it only what the ledger needs on LEDGER_DB_NAME
 # (created by the image from POSTGRES_DB):
@@ -65,6 +66,25 @@ CREATE ROLE :"ledger_user" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHE
     NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 100 PASSWORD :'ledger_password';
 \echo role :ledger_user created
 \endif
+
+-- Its alternating twin NAME_clone (fabfile/alternating.py), which a rotation moves the service
+-- to and back: a data host rebuilt after a rotation starts with the twin as the login user, so
+-- it gets the same password and acts as the owner (a member, `SET role`, the owner's schema
+-- first). The next rotation leaves one of the two with a password.
+\set ledger_twin :ledger_user '_clone'
+SELECT length(:'ledger_twin') <= 63 AS twin_fits,
+       EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'ledger_twin') AS twin_exists
+\gset
+\if :twin_fits
+\if :twin_exists
+\else
+CREATE ROLE :"ledger_twin";
+\endif
+ALTER ROLE :"ledger_twin" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT
+    NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 100 PASSWORD :'ledger_password';
+GRANT :"ledger_user" TO :"ledger_twin";
+\echo role :ledger_twin (the rotation twin) acts as :ledger_user
+\endif
 \unset ledger_password
 
 -- The database: only the ledger role (and the superuser) may connect. The maintenance
@@ -80,6 +100,11 @@ REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 SET client_min_messages = 'warning';
 CREATE SCHEMA IF NOT EXISTS :"ledger_user" AUTHORIZATION :"ledger_user";
 ALTER ROLE :"ledger_user" IN DATABASE :"ledger_db" SET search_path = :"ledger_user";
+\if :twin_fits
+GRANT CONNECT ON DATABASE :"ledger_db" TO :"ledger_twin";
+ALTER ROLE :"ledger_twin" IN DATABASE :"ledger_db" SET role = :'ledger_user';
+ALTER ROLE :"ledger_twin" IN DATABASE :"ledger_db" SET search_path = :"ledger_user";
+\endif
 \echo ledger role :ledger_user granted CONNECT on :ledger_db and its schema :ledger_user
 SQL
 )
