@@ -18,7 +18,7 @@ from pathlib import Path
 
 from dotenv.parser import parse_stream
 
-from fabfile import ROOT
+from fabfile import ROOT, keyset
 from fabfile.errors import BadInput
 
 EXAMPLE = ROOT / ".env.ec2.example"
@@ -32,6 +32,8 @@ CREDENTIAL_KEY = re.compile(r"(PASSWORD|SECRET|TOKEN|KEYFILE)")
 MIN_SECRET_LENGTH = 16
 KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
+_JWT_KEY = rf"[!-+\--~]{{{MIN_SECRET_LENGTH},}}"  # printable, no space or comma
+
 # What each server accepts, where it is narrower than "any text": (pattern, what to say).
 NAME = (re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,62}"), "letters, digits, '_', '.', '-'")
 CHARSETS: dict[str, tuple[re.Pattern[str], str]] = {
@@ -41,6 +43,10 @@ CHARSETS: dict[str, tuple[re.Pattern[str], str]] = {
     "MONGO_KEYFILE": (re.compile(r"[A-Za-z0-9+/=]{6,1024}"),
                       "one line of base64 characters, 6 to 1024 of them"),
     "MONGO_REPLICA_SET": (re.compile(r"rs0"), "rs0 (the name mongod is started with)"),
+    # the JWT key set (fabfile/keyset.py): the signing key, then the previous one, if any
+    keyset.KEY: (re.compile(rf"{_JWT_KEY}(,{_JWT_KEY})?"),
+                 f"one or two keys of {MIN_SECRET_LENGTH}+ printable characters, comma "
+                 "separated, no spaces"),
     "MONGO_APP_DB": NAME, "MONGO_APP_USER": NAME, "MONGO_LEDGER_USER": NAME,
     "MONGO_ROOT_USERNAME": NAME, "LEDGER_DB_NAME": NAME, "LEDGER_DB_USER": NAME,
     "POSTGRES_USER": NAME,
@@ -190,8 +196,10 @@ def render(values: dict[str, str]) -> str:
 
 
 def secrets(values: dict[str, str]) -> list[str]:
-    """Values to mask in all output: every value except addresses, ports and database names."""
-    return [v for k, v in values.items() if v and not PUBLIC_KEY.search(k)]
+    """Values to mask in all output: every value except addresses, ports and database names;
+    each key of the JWT key set on its own too."""
+    found = [v for k, v in values.items() if v and not PUBLIC_KEY.search(k)]
+    return found + keyset.keys(values.get(keyset.KEY, ""))
 
 
 def tracked_secrets(root: Path = ROOT, extra: tuple[Path, ...] = ()) -> list[str]:

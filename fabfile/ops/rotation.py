@@ -16,6 +16,10 @@ A failure in 1-5 reverts everything done so far, in reverse (store, hosts' files
 services already rolled, the credential added) and says what it did. A failure in 6 leaves
 the old credential valid, which is safe, and says how to finish.
 
+AUTH_JWT_SECRET is a key set (fabfile/keyset.py): the new key goes first and the one that
+signed stays to verify, so no token issued before is refused; its revocation is the key before
+that one leaving the set.
+
 MONGO_KEYFILE moves the replica set's members through rolling restarts with a key file that
 holds both keys (fabfile/ops/keyfile.py); its revocation is the last restart, with the new key
 only.
@@ -28,7 +32,7 @@ import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fabfile import ROOT, alternating, envfile, envsource
+from fabfile import ROOT, alternating, envfile, envsource, keyset
 from fabfile.aws import secretstore
 from fabfile.commands import credentials as cmd
 from fabfile.config import Environment, Host
@@ -58,19 +62,17 @@ KINDS = {
     "MONGO_KEYFILE": "keyfile",
 }
 MONGO_ROLES = {"MONGO_APP_USER": "readWrite", "MONGO_LEDGER_USER": "read"}  # scripts/init-mongo.js
+JWT_NOTE = (f"{keyset.KEY}: the new key signs, tokens of the previous one stay valid until "
+            "they expire; the key before it leaves the set (rotate it again only after the "
+            "tokens' lifetime)")
 
 
-def parse_keys(text: str | None, every: bool, include_jwt: bool) -> tuple[list[str], list[str]]:
-    """(the keys to rotate in a stable order, what to tell the operator about the others)."""
-    notes = []
+def parse_keys(text: str | None, every: bool) -> tuple[list[str], list[str]]:
+    """(the keys to rotate in a stable order, what to tell the operator about them)."""
     if every:
         if text:
             raise BadInput("give keys or --all, not both")
-        keys = [k for k in KINDS if k != "AUTH_JWT_SECRET" or include_jwt]
-        if not include_jwt:
-            notes.append("AUTH_JWT_SECRET left out: the services have no key set yet, so a new "
-                         "JWT key logs every user out; add --include-jwt to mean it")
-        return keys, notes
+        return list(KINDS), [JWT_NOTE]
     names = [k.strip() for k in (text or "").split(",")]
     if not text or not all(names):
         raise BadInput(f"name the keys to rotate, comma separated ({', '.join(KINDS)}), or "
@@ -80,10 +82,7 @@ def parse_keys(text: str | None, every: bool, include_jwt: bool) -> tuple[list[s
             raise BadInput(f"{name[:60]!r} cannot be rotated: choose from {', '.join(KINDS)}")
     if len(set(names)) != len(names):
         raise BadInput("a key is named twice; name each once")
-    if "AUTH_JWT_SECRET" in names:
-        notes.append("AUTH_JWT_SECRET: tokens signed with the old key are refused once the "
-                     "services rolled (users log in again)")
-    return [k for k in KINDS if k in names], notes
+    return [k for k in KINDS if k in names], [JWT_NOTE] if keyset.KEY in names else []
 
 
 def new_value() -> str:
@@ -96,6 +95,8 @@ def new_values(before: dict[str, str], keys: list[str]) -> dict[str, str]:
     after = dict(before)
     for key in keys:
         after[key] = keyfile.new_key() if KINDS[key] == "keyfile" else new_value()
+        if KINDS[key] == "jwt":
+            after[key] = keyset.rotated(before[key], after[key])
         user_key = alternating.USERS.get(key)
         if user_key:
             if len(alternating.base(before[user_key])) > alternating.MAX_BASE:
@@ -203,6 +204,8 @@ def add(rotation: Rotation, remote: Remote, key: str) -> str:
         for keys in ((before[key], after[key]), (after[key], before[key])):
             roll_members(rotation, remote, keys)
         return "mongo: every member sends the new key and still accepts the old one"
+    if kind == "jwt":
+        return "jwt: the new key will sign; the one that signed stays in the set to verify"
     return "no server keeps it: the services read it when they start"
 
 
@@ -277,6 +280,10 @@ def revoke(rotation: Rotation, remote: Remote, key: str) -> str:
     if kind == "keyfile":
         roll_members(rotation, remote, (after[key],))
         return "mongo: every member holds the new key only"
+    if kind == "jwt":
+        gone = len(keyset.dropped(before[key], after[key]))
+        return (f"jwt: {gone} older key(s) left the set (their tokens are refused); the "
+                "previous key verifies until the next rotation")
     return "nothing to revoke on a server"
 
 

@@ -115,16 +115,13 @@ def age(c: Context, host: str | None = None, json: bool = False) -> None:
 
 @task(name="rotate", positional=["keys"], auto_shortflags=False, help={
     "keys": "the keys to rotate, comma separated: " + ", ".join(rotation.KINDS),
-    "host": HOST_HELP, "all_": "every key that can be rotated (not AUTH_JWT_SECRET unless "
-                               "--include-jwt)",
-    "include_jwt": "with --all: also AUTH_JWT_SECRET (every user logs in again)",
-    "yes": YES_HELP})
+    "host": HOST_HELP, "all_": "every key that can be rotated", "yes": YES_HELP})
 @handled
 def rotate(c: Context, keys: str | None = None, host: str | None = None, all_: bool = False,
-           include_jwt: bool = False, yes: bool = False) -> None:
+           yes: bool = False) -> None:
     """New values for credentials, stored (the old version kept), synced and rolled out
     without a failed request, then the old ones revoked; a failure reverts everything."""
-    chosen, notes = rotation.parse_keys(keys, all_, include_jwt)
+    chosen, notes = rotation.parse_keys(keys, all_)
     stored_session(c, host)  # the environment keeps its values in AWS (else: exit 2)
     session = Session(c, host)  # the store's values: the masker knows them from here on
     env = session.env

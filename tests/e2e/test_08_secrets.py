@@ -5,23 +5,28 @@ The sandbox environment, with `aws: {endpoint_url: moto}` and `secrets: {manager
 jafar/sandbox}` added, is given the sandbox's own values in the store; then:
 - env.sync builds each host's files from the store in memory: a value changed in the store lands
   on the host, and no plaintext copy appears on this machine;
-- a rotation of the Redis, ledger (PostgreSQL) and MongoDB application passwords under load
-  fails no request and loses no acknowledged write; afterwards each server refuses the old
-  value, the store keeps it as AWSPREVIOUS, the services are healthy and the audit trail names
-  the rotation but holds no value;
+- a rotation of the Redis, ledger (PostgreSQL) and MongoDB application passwords and of the
+  JWT key under load fails no request and loses no acknowledged write; afterwards each server
+  refuses the old value, a token issued before is still accepted (the key set), the store
+  keeps the old values as AWSPREVIOUS, the services are healthy and the audit trail names the
+  rotation but holds no value;
 - a fault injected half way (a host whose secret file cannot be replaced) reverts everything.
 At the end the sandbox's local env file gets the rotated values (secrets.pull), so the shared
 sandbox stays consistent for the drills after this one."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
+import requests
 
+from fabfile import keyset
 from fabfile.alternating import twin
+from fabfile.aws.network import tcp
 from tests.conftest import ROOT, run_inv
 from tests.e2e.sandbox_helpers import inner, on_host, sandbox_config
 from tests.e2e.test_03_day2 import CA, GATEWAY
@@ -32,7 +37,7 @@ from tests.support.load import Load
 LOCAL = ROOT / ".sandbox" / ".env.ec2"
 SECRET = "jafar/sandbox"
 PREFIXES = ("/api/", "/ledger/", "/notifications/")   # MongoDB, PostgreSQL, Redis
-ROTATED = ("REDIS_PASSWORD", "LEDGER_DB_PASSWORD", "MONGO_APP_PASSWORD")
+ROTATED = ("REDIS_PASSWORD", "LEDGER_DB_PASSWORD", "MONGO_APP_PASSWORD", "AUTH_JWT_SECRET")
 ALARM_TOPIC = "arn:aws:sns:eu-west-1:123456789012:jafar-sandbox-alarms"
 
 
@@ -73,6 +78,26 @@ def previous(endpoint: str) -> dict[str, str]:
 def put(endpoint: str, values: dict[str, str]) -> None:
     moto_server.client(endpoint, "secretsmanager").put_secret_value(
         SecretId=SECRET, SecretString=json.dumps(values))
+
+
+def kid(key: str) -> str:
+    """The stand-in's key id: the first 16 hex characters of the key's SHA-256."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def token() -> dict[str, str]:
+    """A token from auth-service, through the gateway."""
+    answer = requests.post(f"{GATEWAY}/auth/token", json={"sub": "e2e-user"}, verify=str(CA),
+                           timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def me(signed: str) -> tuple[int, dict[str, str]]:
+    """What api-service makes of a token, through the gateway."""
+    answer = requests.get(f"{GATEWAY}/api/me", headers={"Authorization": f"Bearer {signed}"},
+                          verify=str(CA), timeout=10)
+    return answer.status_code, answer.json()
 
 
 def host_file(name: str) -> str:
@@ -145,6 +170,8 @@ def test_env_sync_takes_the_values_from_the_store_and_writes_no_local_copy(store
 def test_a_rotation_under_load_fails_no_request_and_revokes_the_old_values(store):
     endpoint, extra = store
     before = current(endpoint)
+    issued = token()
+    assert issued["kid"] == kid(keyset.keys(before["AUTH_JWT_SECRET"])[0])
     with Load(GATEWAY, str(CA), prefixes=PREFIXES, rate=6, max_requests=2000,
               max_seconds=420) as load:
         r = inv(extra, "secrets.rotate", ",".join(ROTATED), "--yes")
@@ -158,7 +185,15 @@ def test_a_rotation_under_load_fails_no_request_and_revokes_the_old_values(store
     after = current(endpoint)
     for key in ROTATED:
         assert after[key] != before[key] and len(after[key]) >= 32
-        assert after[key] not in r.stdout + r.stderr and before[key] not in r.stdout + r.stderr
+        for value in (after[key], before[key], *keyset.keys(after[key])):
+            assert value not in r.stdout + r.stderr, key
+    # the JWT key set: a new key signs, the token issued before the rotation is still good
+    new_key, kept = keyset.keys(after["AUTH_JWT_SECRET"])
+    assert kept == keyset.keys(before["AUTH_JWT_SECRET"])[0]
+    assert me(issued["token"]) == (200, {"sub": "e2e-user", "kid": kid(kept)})
+    fresh = token()
+    assert fresh["kid"] == kid(new_key)
+    assert me(fresh["token"]) == (200, {"sub": "e2e-user", "kid": kid(new_key)})
     assert previous(endpoint) == before  # the old version kept as AWSPREVIOUS
     assert after["LEDGER_DB_USER"] == twin(before["LEDGER_DB_USER"])   # alternating users
     assert after["MONGO_APP_USER"] == twin(before["MONGO_APP_USER"])
@@ -175,7 +210,7 @@ def test_a_rotation_under_load_fails_no_request_and_revokes_the_old_values(store
     assert health.returncode == 0, health.stdout + health.stderr
     trail = inv(extra, "audit.show", "--json")
     assert trail.returncode == 0 and "secrets.rotate" in trail.stdout
-    for value in (*[before[k] for k in ROTATED], *[after[k] for k in ROTATED]):
+    for value in (*[before[k] for k in ROTATED], *[after[k] for k in ROTATED], new_key, kept):
         assert value not in trail.stdout
     assert "LEDGER_DB_ROLE=jafar_ledger" in on_host("cat", "/opt/jafar/.env.ec2").stdout
 
@@ -233,6 +268,36 @@ def test_monitor_alarms_puts_them_under_the_lock_audited_and_then_has_nothing_to
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"nothing to do: the 3 alarm(s) of sandbox are as wanted, to {ALARM_TOPIC}" in (
         again.stdout)
+
+
+def test_aws_fix_revokes_a_rule_under_the_lock_audited_and_then_has_nothing_to_do(
+        store, tmp_path):
+    """moto's VPC of the network audit (tests/aws/test_network.py) with one offending rule;
+    the sandbox host stands for the environment's hosts: the deploy lock is taken on it, the
+    rule is revoked, its audit trail records the change, and a second run has nothing to do."""
+    from tests.aws.test_network import SSH_CIDR, allow, build
+
+    endpoint, _ = store
+    layout = build(endpoint)
+    allow(endpoint, layout.core_sg, tcp(3000, "0.0.0.0/0"))
+    extra = {**moto_server.CREDENTIALS, **sandbox_config(
+        tmp_path, host={"ssh_cidr": SSH_CIDR},
+        aws={"region": "eu-west-1", "endpoint_url": endpoint,
+             "instance_tags": {"jafar-env": "test"},
+             "alb": {"name": "jafar-test", "target_group": "jafar-test-core"}})}
+    first = inv(extra, "aws.fix", "--yes")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert f"  revoke {layout.core_sg}: tcp 3000 from 0.0.0.0/0" in first.stdout.splitlines()
+    group = moto_server.client(endpoint, "ec2").describe_security_groups(
+        GroupIds=[layout.core_sg])["SecurityGroups"][0]
+    assert 3000 not in [p.get("FromPort") for p in group["IpPermissions"]]
+    trail = json.loads(inv(extra, "audit.show", "--json", "--since", "10m").stdout)
+    records = [r for r in trail if r["task"] == "aws.fix"]
+    assert [(r["result"], [e["result"] for e in r["steps"]]) for r in records] == [
+        ("ok", ["changed"])], records
+    again = inv(extra, "aws.fix", "--yes")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.startswith("nothing to do: the security groups of sandbox"), again.stdout
 
 
 def test_the_gateway_and_service_logs_hold_no_credential_or_query_string(deployed):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -1266,6 +1268,190 @@ def test_service_standin_records_in_mongo(
                      _logs(svc))  # fmt: skip
     assert "pool size 4" in _logs(svc)
     _assert_no_secret([svc], app_secret)
+
+
+# --- the JWT key set (auth-service signs with the first key, every key verifies) --------------
+
+# canary-looking keys: any of them in a log line or an answer is a leak the tests catch
+JWT_K1 = f"jwt-key-one-canary-{uuid.uuid4().hex}"
+JWT_K2 = f"jwt-key-two-canary-{uuid.uuid4().hex}"
+JWT_SECRET_PATH = "/run/secrets/auth_jwt_secret"
+
+
+def _kid(key: str) -> str:
+    """The contract's key id: the first 16 hex characters of sha256(key)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _b64url_json(doc: dict) -> str:
+    return _b64url(json.dumps(doc, separators=(",", ":")).encode())
+
+
+def _unb64url_json(segment: str) -> dict:
+    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+
+
+def _hs256(signing_input: str, key: str) -> str:
+    return _b64url(hmac.new(key.encode(), signing_input.encode(), hashlib.sha256).digest())
+
+
+def _jws(header: dict, claims: dict, key: str) -> str:
+    """A token made here, independently of the stand-in: a standard HS256 JWT."""
+    signing_input = f"{_b64url_json(header)}.{_b64url_json(claims)}"
+    return f"{signing_input}.{_hs256(signing_input, key)}"
+
+
+def _start_with_keys(
+    run: Callable[..., str], tmp_dir: Path, service: str, key_set: str, suffix: str,
+    extra: dict[str, str] | None = None,
+) -> str:
+    """A stand-in with the key set in a file, mounted as Compose mounts the secret."""
+    path = tmp_dir / f"jwt-{suffix}"
+    path.write_text(key_set + "\n")
+    path.chmod(0o644)
+    return _start_service(
+        run, service, "none", {"AUTH_JWT_SECRET_FILE": JWT_SECRET_PATH, **(extra or {})}, {},
+        suffix=suffix, args=(f"--volume={path}:{JWT_SECRET_PATH}:ro",),
+    )  # fmt: skip
+
+
+def _me(container: str, path: str, token: str | None) -> tuple[int, object]:
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    return _call(container, "GET", path, headers=headers)
+
+
+def test_service_standin_jwt_key_set_signs_with_the_first_key_and_verifies_with_every_one(
+    run: Callable[..., str], tmp_dir: Path,
+) -> None:
+    """A rotation as the suite does it: the token auth-service issued with K1 is still good on
+    api-service once the set is "K2,K1", refused once K1 left it; the new set signs with K2."""
+    # auth with K2,K1 and a 1 s lifetime: the token it issues first, so it expires meanwhile
+    auth21 = _start_with_keys(run, tmp_dir, "auth-service", f" {JWT_K2} ,, {JWT_K1} ,",
+                              "jwt-auth21", {"AUTH_TOKEN_TTL": "1"})
+    status, short = _call(auth21, "POST", "/auth/token", {"sub": "bob"})
+    issued_short = time.monotonic()
+    assert status == 200, short
+    assert (short["kid"], short["expires_in"]) == (_kid(JWT_K2), 1)
+
+    auth1 = _start_with_keys(run, tmp_dir, "auth-service", JWT_K1, "jwt-auth1")
+    status, issued = _call(auth1, "POST", "/auth/token", {"sub": "alice@example.test"})
+    assert status == 200, issued
+    assert set(issued) == {"token", "kid", "expires_in"}
+    assert (issued["kid"], issued["expires_in"]) == (_kid(JWT_K1), 900)
+    token = issued["token"]
+    # a standard HS256 JWT: checked here with K1, not with the stand-in's own code
+    head, claims, sig = token.split(".")
+    assert "=" not in token
+    assert _unb64url_json(head) == {"alg": "HS256", "typ": "JWT", "kid": _kid(JWT_K1)}
+    doc = _unb64url_json(claims)
+    assert set(doc) == {"sub", "iat", "exp"} and doc["sub"] == "alice@example.test"
+    assert doc["exp"] - doc["iat"] == 900 and abs(doc["iat"] - time.time()) < 60
+    assert hmac.compare_digest(sig, _hs256(f"{head}.{claims}", JWT_K1))
+    me = (200, {"sub": "alice@example.test", "kid": _kid(JWT_K1)})
+    assert _me(auth1, "/auth/me", token) == me
+
+    api21 = _start_with_keys(run, tmp_dir, "api-service", f"{JWT_K2},{JWT_K1}", "jwt-api21")
+    api2 = _start_with_keys(run, tmp_dir, "api-service", JWT_K2, "jwt-api2")
+    # the previous key still verifies; the one that left the set does not
+    assert _me(api21, "/api/me", token) == me
+    assert _me(api2, "/api/me", token) == (401, {"error": "unknown key"})
+    # a token signed here with K2 (the new signing key) is good wherever K2 is in the set
+    now = int(time.time())
+    by_k2 = _jws({"alg": "HS256", "typ": "JWT", "kid": _kid(JWT_K2)},
+                 {"sub": "carol", "iat": now, "exp": now + 600}, JWT_K2)
+    assert _me(api2, "/api/me", by_k2) == (200, {"sub": "carol", "kid": _kid(JWT_K2)})
+    assert _me(api21, "/api/me", by_k2) == (200, {"sub": "carol", "kid": _kid(JWT_K2)})
+    assert _me(auth1, "/auth/me", by_k2) == (401, {"error": "unknown key"})
+
+    # refused: tampered claims, alg none (with and without a signature), other algorithms,
+    # the right kid with another key, no token, no bearer, garbage
+    forged = _b64url_json({**doc, "sub": "mallory"})
+    assert _me(api21, "/api/me", f"{head}.{forged}.{sig}") == (401, {"error": "bad signature"})
+    flipped = sig[:-2] + ("BB" if sig.endswith("AA") else "AA")
+    assert _me(api21, "/api/me", f"{head}.{claims}.{flipped}") == (
+        401, {"error": "bad signature"},
+    )  # fmt: skip
+    wrong_key = _jws({"alg": "HS256", "typ": "JWT", "kid": _kid(JWT_K1)}, doc, JWT_K2)
+    assert _me(api21, "/api/me", wrong_key) == (401, {"error": "bad signature"})
+    for alg in ("none", "HS512"):
+        other = _b64url_json({"alg": alg, "typ": "JWT", "kid": _kid(JWT_K1)})
+        for tail in ("", sig):
+            assert _me(api21, "/api/me", f"{other}.{forged}.{tail}") == (
+                401, {"error": "malformed token"},
+            ), alg  # fmt: skip
+    malformed = (401, {"error": "malformed token"})
+    for bad in ("abc", f"{head}.{claims}", f"{head}.{claims}.{sig}.x", f"{head}.!!.{sig}",
+                f"{_b64url(b'[1]')}.{claims}.{sig}"):
+        assert _me(api21, "/api/me", bad) == malformed, bad
+    assert _me(api21, "/api/me", None) == (401, {"error": "missing token"})
+    basic = {"Authorization": "Basic " + base64.b64encode(b"a:b").decode()}
+    assert _call(api21, "GET", "/api/me", headers=basic) == (401, {"error": "missing token"})
+
+    # expired: the 1 s token, at least 2 s after it was issued
+    time.sleep(max(0.0, 2.2 - (time.monotonic() - issued_short)))
+    assert _me(api21, "/api/me", short["token"]) == (401, {"error": "expired"})
+    assert _me(auth21, "/auth/me", short["token"]) == (401, {"error": "expired"})
+    assert _unb64url_json(short["token"].split(".")[0])["kid"] == _kid(JWT_K2)
+    stale = _jws({"alg": "HS256", "typ": "JWT", "kid": _kid(JWT_K2)},
+                 {"sub": "carol", "iat": now - 100, "exp": now - 10}, JWT_K2)
+    assert _me(api2, "/api/me", stale) == (401, {"error": "expired"})
+
+    # bad bodies, methods, routes: only auth-service issues, api-service only verifies
+    rule = {"error": 'the body must be {"sub": "<1 to 64 printable ASCII characters>"}'}
+    for body in ({}, {"sub": ""}, {"sub": "x" * 65}, {"sub": "tab\there"}, {"sub": "\u00e9"},
+                 ["alice"]):
+        assert _call(auth1, "POST", "/auth/token", body) == (400, rule), body
+    assert _request(auth1, "POST", "/auth/token", "{not json")[0] == 400
+    assert _call(auth1, "GET", "/auth/token")[0] == 405
+    assert _call(auth1, "POST", "/auth/me", {})[0] == 405
+    assert _call(api21, "POST", "/api/token", {"sub": "x"}) == (404, {"error": "not found"})
+
+    # no key, no token in any log line, answer or `docker inspect`; the kids are named
+    containers = [auth21, auth1, api21, api2]
+    _assert_no_secret(containers, {"K1": JWT_K1, "K2": JWT_K2, "token": token,
+                                   "short": short["token"], "by_k2": by_k2})
+    pieces = [claims, sig, *short["token"].split(".")[1:]]
+    for c in containers:
+        logs, inspect = _logs(c), docker("inspect", c).stdout
+        assert JWT_K1 not in inspect and JWT_K2 not in inspect
+        for part in pieces:  # not even a piece of a token's claims or signature
+            assert part[:12] not in logs and part[-12:] not in logs, c
+    assert f"JWT key set: 2 key(s), kids {_kid(JWT_K2)}, {_kid(JWT_K1)}" in _logs(api21)
+    assert f"signing with {_kid(JWT_K1)}, tokens live 900s" in _logs(auth1)
+    assert re.search(r'"GET /api/me" 401 \d+\.\dms', _logs(api21))
+
+
+def test_service_standin_jwt_routes_without_a_key_set_and_in_errors_mode(
+    run: Callable[..., str], tmp_dir: Path,
+) -> None:
+    """No key set: the routes exist but answer 503; errors mode: 500 like every prefixed
+    route."""
+    bare = _start_service(run, "auth-service", "none", {}, {}, suffix="jwt-bare")
+    no_keys = (503, {"error": "no JWT key set"})
+    assert _call(bare, "POST", "/auth/token", {"sub": "alice"}) == no_keys
+    assert _me(bare, "/auth/me", "a.b.c") == no_keys
+    assert "no JWT key set" in _logs(bare)
+    errors = _start_with_keys(run, tmp_dir, "api-service", JWT_K1, "jwt-errors",
+                              {"JAFAR_STANDIN_MODE": "errors"})
+    assert _me(errors, "/api/me", "a.b.c") == (500, {"error": "stand-in in errors mode"})
+    _assert_no_secret([bare, errors], {"K1": JWT_K1})
+
+
+def test_service_standin_jwt_refuses_a_bad_token_ttl(images: dict[str, str]) -> None:
+    for ttl in ("0", "86401", "15m"):
+        proc = docker(
+            "run", "--rm", f"--label={LABEL}", "--network=none", "--env=SERVICE_NAME=auth-service",
+            f"--env=AUTH_TOKEN_TTL={ttl}", images["jafar-service"], check=False,
+        )  # fmt: skip
+        assert proc.returncode == 2, ttl
+        assert proc.stderr.strip() == (
+            "jafar-service stand-in: AUTH_TOKEN_TTL must be an integer from 1 to 86400 (seconds)"
+        ), ttl
+        assert proc.stdout == "", ttl
 
 
 # --- host (a fresh EC2 instance) -------------------------------------------------------------

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from fabfile import alternating
+from fabfile import alternating, envfile, keyset
 from fabfile.commands import credentials as cmd
 from fabfile.errors import BadInput
 from fabfile.ops import rotation
@@ -25,13 +25,27 @@ PREFIX = ("cd /opt/jafar && env JAFAR_REGISTRY=registry:5000/jafar JAFAR_TAG=san
 
 
 def test_keys_are_named_or_all():
-    assert rotation.parse_keys("REDIS_PASSWORD, MONGO_APP_PASSWORD", False, False) == (
+    assert rotation.parse_keys("REDIS_PASSWORD, MONGO_APP_PASSWORD", False) == (
         ["REDIS_PASSWORD", "MONGO_APP_PASSWORD"], [])
-    keys, notes = rotation.parse_keys(None, True, False)
-    assert "AUTH_JWT_SECRET" not in keys and "REDIS_PASSWORD" in keys
-    assert any(n.startswith("AUTH_JWT_SECRET left out") for n in notes)
-    assert "MONGO_KEYFILE" in keys
-    assert "AUTH_JWT_SECRET" in rotation.parse_keys(None, True, True)[0]
+    keys, notes = rotation.parse_keys(None, True)
+    assert keys == list(rotation.KINDS)  # the JWT key too: its key set logs nobody out
+    assert notes == [rotation.JWT_NOTE]
+    assert rotation.parse_keys("AUTH_JWT_SECRET", False) == (["AUTH_JWT_SECRET"],
+                                                              [rotation.JWT_NOTE])
+
+
+def test_a_jwt_rotation_puts_the_new_key_first_and_keeps_the_one_that_signed():
+    first = rotation.new_values({**BEFORE, "AUTH_JWT_SECRET": "k" * 40}, ["AUTH_JWT_SECRET"])
+    new, previous = first["AUTH_JWT_SECRET"].split(",")
+    assert re.fullmatch(r"[A-Za-z0-9]{40}", new) and previous == "k" * 40
+    second = rotation.new_values(first, ["AUTH_JWT_SECRET"])
+    newer, kept = second["AUTH_JWT_SECRET"].split(",")
+    assert kept == new and newer not in (new, previous)
+    assert keyset.dropped(first["AUTH_JWT_SECRET"], second["AUTH_JWT_SECRET"]) == [previous]
+    assert keyset.dropped("k" * 40, first["AUTH_JWT_SECRET"]) == []
+    # the set is one credential value in the env file, and each key is masked on its own
+    assert envfile.value_problems({**BEFORE, **second}) == []
+    assert {newer, kept} <= set(envfile.secrets(second))
 
 
 @pytest.mark.parametrize("text, every, message", [
@@ -44,7 +58,7 @@ def test_keys_are_named_or_all():
 ])
 def test_bad_keys(text, every, message):
     with pytest.raises(BadInput, match=message):
-        rotation.parse_keys(text, every, False)
+        rotation.parse_keys(text, every)
 
 
 def test_new_values_are_strong_and_alternate_the_users():

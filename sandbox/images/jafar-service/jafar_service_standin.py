@@ -31,6 +31,23 @@ connection (HTTP/1.0):
   - ``POST <prefix>records/missing`` with ``{"ids": [...]}`` (at most 5000): 200
     ``{"missing": [...]}``, the ids the store does not have. With it a test proves that every
     acknowledged write was stored.
+  - ``POST /auth/token`` (auth-service only) with ``{"sub": "<1-64 printable ASCII
+    characters>"}``: 200 ``{"token": "<compact JWS>", "kid": "<kid>", "expires_in": TTL}``, a
+    standard HS256 JWT (header ``{"alg": "HS256", "typ": "JWT", "kid": ...}``, claims ``sub``,
+    ``iat``, ``exp`` = ``iat`` + ``AUTH_TOKEN_TTL``), signed with the FIRST key of the JWT key
+    set (below). Any other body: 400 with a one-line error.
+  - ``GET <prefix>me`` (auth-service and api-service: ``/auth/me``, ``/api/me``) with
+    ``Authorization: Bearer <token>``: 200 ``{"sub": ..., "kid": ...}`` when the token's
+    signature verifies with the key of its ``kid`` in the set and its ``exp`` is in the future;
+    otherwise 401 ``{"error": REASON}`` (and ``WWW-Authenticate: Bearer``), REASON one of
+    ``missing token`` (no ``Authorization: Bearer`` header, or an empty token), ``malformed
+    token`` (not three base64url segments of JSON objects, ``alg`` not exactly ``HS256`` --
+    ``none`` included --, no string ``kid``, no string ``sub`` or integer ``exp``), ``unknown
+    key`` (no key of that kid in the set), ``bad signature``, ``expired``.
+  - the other services have neither route (404, like any unknown path); auth-service or
+    api-service started without a key set (no ``AUTH_JWT_SECRET``, an empty or unreadable
+    file) still serve everything else, but both of their token routes answer 503 ``{"error":
+    "no JWT key set"}``.
   - anything else under the prefix: 404; a known path with the wrong method, and any method
     other than GET and POST: 405. Everything else: 404.
 
@@ -44,6 +61,17 @@ The contract for the real services (what the sandbox's tests hold this stand-in 
   connecting (the last newline is not part of the value), so that ``docker inspect`` and
   every ``docker exec`` see no secret (``NAME`` itself is still read when ``NAME_FILE`` is not
   set, for running a service by hand);
+* the JWT key set: ``AUTH_JWT_SECRET`` (mounted for auth-service and api-service only) holds
+  one or more keys separated by commas, ``current[,previous]`` (whitespace around each key
+  stripped, empty parts ignored). The FIRST key signs, EVERY key verifies, so the deploy suite
+  rotates the key without logging anyone out: the new key goes first, the one that signed
+  stays to verify the tokens it issued until they expire. A key's id (``kid``, in each token's
+  header) is the first 16 hex characters of sha256(key). Unlike the other credentials it is
+  read once, at the start: the suite replaces the containers to change it. ``AUTH_TOKEN_TTL``
+  is the tokens' lifetime in seconds: an integer from 1 to 86400, 900 when unset or empty;
+  anything else and the service refuses to start (one line on stderr, exit 2). Signatures are
+  compared in constant time; neither a token nor a key is ever written into a response or a
+  log line (the start line names the kids only);
 
 * ``DATA_TLS_CA_FILE`` names the data plane's CA bundle (``/run/secrets/data_ca_crt``): when it
   is set, MongoDB, Redis and PostgreSQL are reached over TLS only, and each server's certificate
@@ -70,17 +98,21 @@ Stand-in test hooks (NOT part of the real services' contract):
   request under the prefix answers 500: healthy, yet failing under traffic), for deploy tests
   of failed, slow and bad rollouts.
 
-Never writes a secret, a connection string or a request body into a response or a log line:
-failures are logged as the dependency name and the exception's class only, and each request
-as one line: method, path without the query string, status, duration.
+Never writes a secret, a JWT key, a token, a connection string or a request body into a
+response or a log line: failures are logged as the dependency name and the exception's class
+only, and each request as one line: method, path without the query string, status, duration.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
+import hmac
 import json
 import math
 import os
+import re
 import signal
 import socket
 import sys
@@ -103,6 +135,12 @@ MAX_DELAY_S = 10.0
 DRAIN_S = 25.0
 STORE_TIMEOUT_MS = 5000
 LEDGER_LOCK_KEY = 7_305_112_001  # pg_advisory_xact_lock key: one creator of the table at a time
+JWT_SIGNER = "auth-service"  # serves <prefix>token
+JWT_VERIFIERS = ("auth-service", "api-service")  # have the key set mounted, serve <prefix>me
+DEFAULT_TOKEN_TTL_S = 900
+MAX_TOKEN_TTL_S = 86400
+MAX_SUB = 64
+MAX_TOKEN = 4096  # a bound on what is decoded: our tokens are about 250 characters
 
 
 @dataclass(frozen=True)
@@ -839,6 +877,10 @@ class Handler(BaseHTTPRequestHandler):
             "records/count": ("GET", get_count),
             "records/missing": ("POST", post_missing),
         }
+        if SERVICE == JWT_SIGNER:
+            routes["token"] = ("POST", post_token)
+        if SERVICE in JWT_VERIFIERS:
+            routes["me"] = ("GET", lambda data: get_me(self.headers.get("Authorization")))
         if rest not in routes:
             return json_response(404, {"error": "not found"})
         wanted, handler = routes[rest]
@@ -868,6 +910,143 @@ def post_missing(data: bytes) -> Response:
         raise BadRequest(f"at most {MAX_IDS} ids per request")
     ids = list(dict.fromkeys(ids))
     return json_response(200, {"missing": STORE.missing(ids) if ids else []})
+
+
+# --- the JWT key set: auth-service signs with the first key, every key verifies ---------------
+
+
+class TokenRefused(Exception):
+    """A bearer token GET <prefix>me does not accept: 401 with this short reason."""
+
+
+B64URL = re.compile(r"[A-Za-z0-9_-]+")  # one base64url segment, no padding
+SUB_RULE = 'the body must be {"sub": "<1 to 64 printable ASCII characters>"}'
+NO_KEY_SET = json_response(503, {"error": "no JWT key set"})
+
+
+def kid_of(key: str) -> str:
+    """A key's id, in the token's header: it names the key without revealing it."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+
+
+def key_set(raw: str) -> dict[str, bytes]:
+    """``current[,previous]`` -> kid: key, the signing key first (a key given twice once)."""
+    keys: dict[str, bytes] = {}
+    for part in raw.split(","):
+        if part.strip():
+            keys.setdefault(kid_of(part.strip()), part.strip().encode("utf-8"))
+    return keys
+
+
+def parse_ttl(raw: str) -> int:
+    """AUTH_TOKEN_TTL -> seconds; ValueError unless an integer from 1 to MAX_TOKEN_TTL_S."""
+    raw = raw.strip() or str(DEFAULT_TOKEN_TTL_S)
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6):
+        raise ValueError("AUTH_TOKEN_TTL is not an integer")
+    if not 1 <= int(raw) <= MAX_TOKEN_TTL_S:
+        raise ValueError("AUTH_TOKEN_TTL is out of range")
+    return int(raw)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_json(doc: dict[str, Any]) -> str:
+    return b64url(json.dumps(doc, separators=(",", ":")).encode("utf-8"))
+
+
+def signature(key: bytes, signing_input: str) -> str:
+    """HS256 of ``header.claims``, base64url: what the third segment must be."""
+    return b64url(hmac.new(key, signing_input.encode("ascii"), hashlib.sha256).digest())
+
+
+def issue(sub: str, now: int) -> tuple[str, str]:
+    """(compact JWS, kid): a token for ``sub`` signed with the first key of the set."""
+    kid, key = next(iter(KEYS.items()))
+    header = b64url_json({"alg": "HS256", "typ": "JWT", "kid": kid})
+    claims = b64url_json({"sub": sub, "iat": now, "exp": now + TOKEN_TTL})
+    return f"{header}.{claims}.{signature(key, f'{header}.{claims}')}", kid
+
+
+def decoded_object(segment: str) -> dict[str, Any]:
+    """A header or claims segment as a JSON object; anything else makes a malformed token."""
+    if not B64URL.fullmatch(segment):
+        raise TokenRefused("malformed token")
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, RecursionError):  # binascii.Error, JSONDecodeError, UnicodeDecodeError
+        raise TokenRefused("malformed token") from None
+    if not isinstance(doc, dict):
+        raise TokenRefused("malformed token")
+    return doc
+
+
+def verify(token: str, now: float) -> tuple[str, str]:
+    """(sub, kid) of a token a key of the set signed and that has not expired.
+
+    Only HS256 is accepted (never ``none``, never an algorithm the token picks), the key is
+    the one its kid names, and the signature is compared in constant time before any claim is
+    believed.
+    """
+    parts = token.split(".")
+    if len(token) > MAX_TOKEN or len(parts) != 3 or not B64URL.fullmatch(parts[2]):
+        raise TokenRefused("malformed token")
+    header, claims = decoded_object(parts[0]), decoded_object(parts[1])
+    kid = header.get("kid")
+    if header.get("alg") != "HS256" or not isinstance(kid, str):
+        raise TokenRefused("malformed token")
+    key = KEYS.get(kid)
+    if key is None:
+        raise TokenRefused("unknown key")
+    if not hmac.compare_digest(signature(key, f"{parts[0]}.{parts[1]}"), parts[2]):
+        raise TokenRefused("bad signature")
+    sub, exp = claims.get("sub"), claims.get("exp")
+    if not isinstance(sub, str) or not isinstance(exp, int) or isinstance(exp, bool):
+        raise TokenRefused("malformed token")
+    if exp <= now:
+        raise TokenRefused("expired")
+    return sub, kid
+
+
+def bearer(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise TokenRefused("missing token")
+    return token.strip()
+
+
+def post_token(data: bytes) -> Response:
+    if not KEYS:
+        return NO_KEY_SET
+    body = parse_json(data)
+    sub = body.get("sub") if isinstance(body, dict) else None
+    if not (isinstance(sub, str) and 1 <= len(sub) <= MAX_SUB
+            and all(" " <= c <= "~" for c in sub)):
+        raise BadRequest(SUB_RULE)
+    token, kid = issue(sub, int(time.time()))
+    return json_response(200, {"token": token, "kid": kid, "expires_in": TOKEN_TTL})
+
+
+def get_me(authorization: str | None) -> Response:
+    if not KEYS:
+        return NO_KEY_SET
+    try:
+        sub, kid = verify(bearer(authorization), time.time())
+    except TokenRefused as exc:
+        return json_response(401, {"error": str(exc)}, {"WWW-Authenticate": "Bearer"})
+    return json_response(200, {"sub": sub, "kid": kid})
+
+
+def describe_keys() -> str:
+    """The start line's word on the key set: its kids, never a key."""
+    signer = SERVICE == JWT_SIGNER
+    if not KEYS:
+        routes = f"{SPEC.prefix}token and {SPEC.prefix}me" if signer else f"{SPEC.prefix}me"
+        return f"no JWT key set (AUTH_JWT_SECRET empty or unreadable): 503 on {routes}"
+    signs = f", signing with {next(iter(KEYS))}, tokens live {TOKEN_TTL}s" if signer else ""
+    return f"JWT key set: {len(KEYS)} key(s), kids {', '.join(KEYS)}{signs}"
 
 
 def store_error(exc: BaseException) -> tuple[int, str]:
@@ -966,10 +1145,12 @@ START_TIME = time.time()
 MODE = "normal"
 SLOW_UNTIL = 0.0
 STORE: Any = None
+KEYS: dict[str, bytes] = {}  # the JWT key set, kid -> key, the signing key first
+TOKEN_TTL = DEFAULT_TOKEN_TTL_S
 
 
 def main() -> int:
-    global MODE, SLOW_UNTIL, STORE
+    global MODE, SLOW_UNTIL, STORE, KEYS, TOKEN_TTL
     if SERVICE not in SERVICES:
         print(
             f"jafar-service stand-in: SERVICE_NAME must be one of {', '.join(SERVICES)}",
@@ -989,6 +1170,17 @@ def main() -> int:
     if not pool_size.isdigit() or int(pool_size) < 1:
         print("jafar-service stand-in: DB_POOL_SIZE must be a positive integer", file=sys.stderr)
         return 2
+    try:
+        TOKEN_TTL = parse_ttl(env("AUTH_TOKEN_TTL"))
+    except ValueError:
+        print(
+            f"jafar-service stand-in: AUTH_TOKEN_TTL must be an integer from 1 to "
+            f"{MAX_TOKEN_TTL_S} (seconds)",
+            file=sys.stderr,
+        )
+        return 2
+    if SERVICE in JWT_VERIFIERS:
+        KEYS = key_set(secret("AUTH_JWT_SECRET"))  # once: the suite replaces the container
     MODE, SLOW_UNTIL = mode, time.monotonic() + seconds
     STORE = make_store(SERVICE, SPEC, int(pool_size))
     port = int(env("PORT", "3000"))
@@ -1014,6 +1206,8 @@ def main() -> int:
         f"{SPEC.prefix}, records in {SPEC.store}, pool size {pool_size}, mode {mode}; "
         f"dependencies: {', '.join(DEPENDENCIES)})"
     )
+    if SERVICE in JWT_VERIFIERS:
+        log(describe_keys())
     try:
         server.serve_forever(poll_interval=0.2)
     except (OSError, ValueError):
