@@ -81,7 +81,9 @@ def _wait_listening(name: str, port: int, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         logs = docker("logs", name, check=False).stdout
-        if f'"Waiting for connections", "attr": {{"port": {port}' in logs:
+        # the entrypoint's first-start server listens too: done once it has exec'd mongod
+        if f'"Waiting for connections", "attr": {{"port": {port}' in logs and "docker-entrypoint" \
+                not in docker("exec", name, "cat", "/proc/1/cmdline", check=False).stdout:
             return
         running = docker("inspect", "-f", "{{.State.Running}}", name, check=False).stdout
         if running.strip() != "true":
