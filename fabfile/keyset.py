@@ -10,8 +10,11 @@ leaves log in again.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 KEY = "AUTH_JWT_SECRET"
 SEPARATOR = ","
+TOKEN_LIFETIME = timedelta(seconds=900)  # the services' AUTH_TOKEN_TTL (their default)
 
 
 def keys(value: str) -> list[str]:
@@ -27,3 +30,11 @@ def rotated(value: str, new: str) -> str:
 def dropped(before: str, after: str) -> list[str]:
     """The keys a rotation took out of the set (tokens they signed are refused from now)."""
     return [k for k in keys(before) if k not in keys(after)]
+
+
+def too_early(value: str, since: datetime | None, now: datetime) -> datetime | None:
+    """When a rotation may drop the set's previous key without refusing a live token: None
+    when it may now (there is no previous key, or it stopped signing a token lifetime ago)."""
+    if len(keys(value)) < 2 or since is None or now - since >= TOKEN_LIFETIME:
+        return None
+    return since + TOKEN_LIFETIME

@@ -31,6 +31,7 @@ import secrets as random
 import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from fabfile import ROOT, alternating, envfile, envsource, keyset
 from fabfile.aws import secretstore
@@ -329,6 +330,8 @@ def rotate(env: Environment, pool: Pool, printer: Printer, operator: Operator, t
     if store.pending():
         store_pending_discard(store, printer)
     before = envsource.load(env)
+    if keyset.KEY in keys:
+        refuse_early_jwt(store, before[keyset.KEY])
     after = new_values(before, keys)
     printer.mask.add(envfile.secrets(after))
     confirm(f"rotate {', '.join(keys)}")
@@ -366,6 +369,16 @@ def rotate(env: Environment, pool: Pool, printer: Printer, operator: Operator, t
     printer.line("", f"rotated {', '.join(keys)} on {env.name}: stored as the current version "
                      f"of {env.secrets.describe()} (the previous one kept), on every host, "
                      f"{len(rotation.rolled)} service replica set(s) rolled")
+
+
+def refuse_early_jwt(store: secretstore.Store, value: str, now: datetime | None = None) -> None:
+    """A JWT rotation drops the set's previous key: not while tokens it signed may be live."""
+    since = secretstore.last_changed(store.history()).get(keyset.KEY, (None, False))[0]
+    until = keyset.too_early(value, since, now or datetime.now(UTC))
+    if until:
+        raise BadInput(f"{keyset.KEY} was rotated less than {keyset.TOKEN_LIFETIME.seconds // 60} "
+                       "minutes ago: its previous key may still have signed live tokens; "
+                       f"rotate it after {until:%H:%M} UTC")
 
 
 def store_pending_discard(store: secretstore.Store, printer: Printer) -> None:

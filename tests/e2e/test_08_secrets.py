@@ -194,6 +194,12 @@ def test_a_rotation_under_load_fails_no_request_and_revokes_the_old_values(store
     fresh = token()
     assert fresh["kid"] == kid(new_key)
     assert me(fresh["token"]) == (200, {"sub": "e2e-user", "kid": kid(new_key)})
+    # at once again, it would drop the key that signed `issued`: refused, nothing changed
+    again = inv(extra, "secrets.rotate", "AUTH_JWT_SECRET", "--yes")
+    assert again.returncode == 2, again.stdout[-2000:] + again.stderr
+    assert "AUTH_JWT_SECRET was rotated less than 15 minutes ago" in again.stderr
+    assert current(endpoint) == after
+    assert me(issued["token"])[0] == 200
     assert previous(endpoint) == before  # the old version kept as AWSPREVIOUS
     assert after["LEDGER_DB_USER"] == twin(before["LEDGER_DB_USER"])   # alternating users
     assert after["MONGO_APP_USER"] == twin(before["MONGO_APP_USER"])

@@ -230,3 +230,30 @@ def test_the_key_file_rotation_moves_through_both_keys(monkeypatch):
     rolled.clear()
     rotation.undo(change, Members("x"), "MONGO_KEYFILE")
     assert rolled == [(old, new), (old,)]
+
+
+def test_a_second_jwt_rotation_waits_a_token_lifetime():
+    """It would drop the previous key, which may have signed tokens that are still live."""
+    from datetime import UTC, datetime, timedelta
+
+    from fabfile.aws.secretstore import Version
+
+    now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    pair, single = "n" * 40 + "," + "p" * 40, "p" * 40
+
+    class Store:
+        def __init__(self, minutes_ago: int, value: str) -> None:
+            self.versions = [Version(now - timedelta(minutes=minutes_ago), {keyset.KEY: value}),
+                             Version(now - timedelta(days=30), {keyset.KEY: "o" * 40})]
+
+        def history(self) -> list[Version]:
+            return self.versions
+
+    with pytest.raises(BadInput) as exc:
+        rotation.refuse_early_jwt(Store(5, pair), pair, now)
+    assert str(exc.value) == ("AUTH_JWT_SECRET was rotated less than 15 minutes ago: its "
+                              "previous key may still have signed live tokens; rotate it after "
+                              "12:10 UTC")
+    rotation.refuse_early_jwt(Store(15, pair), pair, now)      # a token lifetime ago
+    rotation.refuse_early_jwt(Store(1, single), single, now)   # no previous key to drop
+    assert keyset.too_early(pair, None, now) is None
