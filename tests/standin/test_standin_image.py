@@ -99,9 +99,16 @@ def _mongosh(name: str, port: int, script: str, auth: bool = True, tls: bool = F
     login = ("db.getSiblingDB('admin').auth(process.env.MONGO_INITDB_ROOT_USERNAME, "
              "process.env.MONGO_INITDB_ROOT_PASSWORD); ") if auth else ""
     tls_args = ["--tls", "--tlsCAFile", TLS_CA] if tls else []
-    proc = docker("exec", "-e", "MONGO_INITDB_ROOT_USERNAME", "-e", "MONGO_INITDB_ROOT_PASSWORD",
-                  name, "mongosh", "--quiet", "--norc", *tls_args, "--port", str(port), "--eval",
-                  login + script, env=ROOT_ENV, timeout=90, check=False)
+    try:
+        proc = docker("exec", "-e", "MONGO_INITDB_ROOT_USERNAME", "-e",
+                      "MONGO_INITDB_ROOT_PASSWORD", name, "mongosh", "--quiet", "--norc",
+                      *tls_args, "--port", str(port), "--eval", login + script, env=ROOT_ENV,
+                      timeout=90, check=False)
+    except subprocess.TimeoutExpired:
+        # seen once in CI on a loaded machine: an AssertionError lets _wait_states try again,
+        # and the member's own log says what it was doing
+        tail = docker("logs", "--tail", "30", name, check=False).stdout
+        raise AssertionError(f"mongosh in {name} took over 90 s; its log ends:\n{tail}") from None
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     assert proc.returncode == 0 and lines, f"mongosh in {name}: {proc.stdout} {proc.stderr}"
     return json.loads(lines[-1])
@@ -111,7 +118,7 @@ STATES = "print(JSON.stringify(rs.status().members.map(m => m.stateStr)))"
 
 
 def _wait_states(name: str, port: int, expected: list[str], auth: bool = True,
-                 tls: bool = False, timeout: float = 120) -> None:
+                 tls: bool = False, timeout: float = 240) -> None:
     """Until the member reports ``expected``: right after rs.initiate a member may still be
     syncing (and, on a busy machine, not have the root user yet); bounded in time."""
     deadline = time.monotonic() + timeout
