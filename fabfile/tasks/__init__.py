@@ -12,6 +12,7 @@ from invoke import Collection
 from fabfile.tasks import (
     audit,
     aws,
+    backup,
     env,
     host,
     images,
@@ -34,6 +35,8 @@ ns = Collection(
     release.release,
     release.rollback,
     release.releases,
+    backup.restore,
+    backup.namespace,
     env.namespace,
     Collection("files", step_task("files.sync")),
     Collection("data", step_task("data.up")),

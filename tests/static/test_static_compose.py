@@ -221,6 +221,19 @@ def test_data_lives_in_named_volumes(models: dict[str, dict]):
         assert targets <= named, f"{service}: {targets - named} not in a named volume"
 
 
+def test_a_stores_volume_in_the_catalogue_is_its_data_volume(models: dict[str, dict]):
+    """What a restore empties (services.py's `volume`) is the volume the store keeps data in."""
+    from fabfile.services import SERVICES
+
+    model = models["data-single"]
+    stores = [s for s in SERVICES if s.volume]
+    assert {s.name for s in stores} == {"redis", "postgres-ledger"}
+    for s in stores:
+        sources = {v.get("source") for v in model["services"][s.name]["volumes"]
+                   if v["type"] == "volume"}
+        assert sources == {s.volume}, s.name
+
+
 def test_depends_on_waits_for_health(models: dict[str, dict]):
     core = models["core-split"]["services"]
     gateway = core["gateway"]["depends_on"]

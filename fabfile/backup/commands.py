@@ -1,0 +1,114 @@
+"""Command lines of backups and restores on the data host (pure builders: strings).
+
+A backup is scripts/backup.sh (the same script an operator or a timer runs); a restore is a few
+commands per store, each with the data stack's own compose invocation: the service is removed
+with its volume, brought up empty (with the host's current secrets), then loaded.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from fabfile.commands.compose import compose
+from fabfile.config import Environment
+from fabfile.services import BY_NAME, compose_project
+
+BACKUP_DIR = "backups"  # under the deploy path, mode 0700
+MANIFEST = "manifest.json"
+# the file of each store in a set, and the service that holds the store
+STORE_FILES = {"ledger": "ledger.pgdump", "redis": "redis.rdb"}
+STORE_SERVICES = {"ledger": "postgres-ledger", "redis": "redis"}
+
+
+def set_path(env: Environment, backup_id: str) -> str:
+    return f"{env.deploy_path}/{BACKUP_DIR}/{backup_id}"
+
+
+def take(env: Environment, backup_id: str, release: str, timeout: int) -> str:
+    """`./scripts/backup.sh`: one set, named `backup_id`; its last line says it is complete."""
+    script = shlex.join(["./scripts/backup.sh", "--id", backup_id, "--project",
+                         compose_project(env, "data"), "--timeout", str(timeout),
+                         "--release", release])
+    return f"cd {shlex.quote(env.deploy_path)} && {script}"
+
+
+def manifests(env: Environment) -> str:
+    """Every complete set's manifest, one JSON document a line (nothing when there is none)."""
+    return (f"cd {shlex.quote(env.deploy_path)} && for m in {BACKUP_DIR}/*/{MANIFEST}; do "
+            '[ -f "$m" ] && cat "$m"; done; true')
+
+
+def check_files(env: Environment, backup_id: str) -> str:
+    """The set's files still have the SHA-256 they had when it was taken."""
+    return (f"cd {shlex.quote(set_path(env, backup_id))} && "
+            "sha256sum --quiet --strict -c SHA256SUMS 2>&1")
+
+
+def remove_store(env: Environment, store: str) -> str:
+    """Stop and remove the store's container, then its data volume (gone already: fine)."""
+    service = BY_NAME[STORE_SERVICES[store]]
+    volume = f"{compose_project(env, 'data')}_{service.volume}"
+    return (f"{compose(env, 'data', 'rm', '--stop', '--force', service.name)} && "
+            f"docker volume rm --force {shlex.quote(volume)} >/dev/null")
+
+
+def up_store(env: Environment, store: str, wait_timeout: int) -> str:
+    """Create the store's service again, empty, and wait until it is healthy."""
+    return compose(env, "data", "up", "--detach", "--wait", "--wait-timeout", str(wait_timeout),
+                   "--no-deps", STORE_SERVICES[store])
+
+
+def load_ledger(env: Environment, backup_id: str) -> str:
+    """pg_restore into the new ledger database, in one transaction (all or nothing), as the
+    superuser over the container's local socket; owners and grants come from the dump. What
+    the first start made (the owner's schema) is dropped and made again from the dump."""
+    restore = ('exec pg_restore -U "$POSTGRES_USER" -d "$POSTGRES_DB" --exit-on-error '
+               "--single-transaction --clean --if-exists")
+    dump = shlex.quote(f"{set_path(env, backup_id)}/{STORE_FILES['ledger']}")
+    return (f"{compose(env, 'data', 'exec', '-T', 'postgres-ledger', 'sh', '-c', restore)} "
+            f"< {dump}")
+
+
+# Inside a one-off container of the Redis image with the (stopped) redis container's volumes:
+# the RDB is put in an empty /data, loaded by a private server (no TCP port, no password: only
+# a socket in this container's /tmp), which then writes the AOF from it (appendonly yes, as the
+# data stack runs) and shuts down. The next start of the store reads that AOF.
+REDIS_LOAD = """set -eu
+find /data -mindepth 1 -delete
+cat > /data/dump.rdb
+redis-server --port 0 --unixsocket /tmp/load.sock --dir /data --appendonly no --daemonize yes \
+    --logfile /tmp/load.log
+cli() { redis-cli -s /tmp/load.sock "$@"; }
+i=0; until cli PING 2>/dev/null | grep -qx PONG; do
+    i=$((i + 1))
+    [ "$i" -lt 300 ] || { echo "the RDB did not load" >&2; tail -n 5 /tmp/load.log >&2; exit 1; }
+    sleep 0.2; done
+echo "keys $(cli DBSIZE)"
+cli CONFIG SET appendonly yes >/dev/null
+i=0; while :; do
+    info=$(cli INFO persistence | tr -d '\\r')
+    case "$info" in *aof_rewrite_in_progress:0*aof_rewrite_scheduled:0*) break ;; esac
+    i=$((i + 1)); [ "$i" -lt 1500 ] || { echo "the AOF was not written" >&2; exit 1; }
+    sleep 0.2; done
+case "$info" in
+    *aof_last_bgrewrite_status:ok*) ;;
+    *) echo "writing the AOF failed" >&2; exit 1 ;;
+esac
+cli SHUTDOWN SAVE >/dev/null 2>&1 || true
+i=0; while [ -S /tmp/load.sock ]; do i=$((i + 1)); [ "$i" -lt 300 ] || exit 1; sleep 0.2; done
+ls /data/appendonlydir >/dev/null"""
+
+
+def load_redis(env: Environment, backup_id: str) -> str:
+    """Stop the (new, empty) redis container, write its volume from the set's RDB in a one-off
+    container of the same image (no network, no capability), and start it again."""
+    ps = compose(env, "data", "ps", "--all", "--quiet", "redis")
+    rdb = shlex.quote(f"{set_path(env, backup_id)}/{STORE_FILES['redis']}")
+    one_off = shlex.join(["docker", "run", "--rm", "-i", "--network", "none", "--user", "redis",
+                          "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
+                          "--entrypoint", "sh"])
+    return (f'cid=$({ps}) && [ -n "$cid" ] && '
+            f'image=$(docker inspect --format "{{{{.Config.Image}}}}" "$cid") && '
+            f'docker stop --time 60 "$cid" >/dev/null && '
+            f'{one_off} --volumes-from "$cid" "$image" -c {shlex.quote(REDIS_LOAD)} < {rdb} && '
+            f'docker start "$cid" >/dev/null')

@@ -1,0 +1,190 @@
+"""Backup sets on the data host: take one, list them, restore one.
+
+A set is a folder of backups/ on the data host, named by its id (the UTC time it was taken),
+with a manifest; scripts/backup.sh writes it. A restore first checks the set's checksums, stops
+the jafar services that write to the stores it replaces (on every core host: nothing accepted
+meanwhile is silently lost), removes each store with its volume, brings it up empty and loads it,
+then starts the services again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fabfile.backup import commands as cmd
+from fabfile.commands.compose import compose
+from fabfile.config import Environment, Host
+from fabfile.errors import BadInput, StepFailed
+from fabfile.flow import Pool, columns
+from fabfile.services import JAFAR
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+COMPLETE = re.compile(r"^backup (\S+) complete$", re.MULTILINE)
+BACKUP_TIMEOUT = 600    # Redis' BGSAVE; pg_dump is bounded by the remote command's own limit
+STORE_WAIT = 180        # a store, brought up empty, turning healthy
+STORES = tuple(cmd.STORE_FILES)
+# which stores a jafar service writes to, by the names services.py uses for them
+USES = {"ledger": "postgres", "redis": "redis"}
+
+
+def new_id(now: float | None = None) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+
+
+def check_id(text: str) -> str:
+    if not ID_PATTERN.fullmatch(text):
+        raise BadInput(f"--from {text!r} is not a backup id (letters, digits, . _ -, as "
+                       "inv backup.list shows them)")
+    return text
+
+
+def parse_stores(text: str | None) -> tuple[str, ...]:
+    """--only ledger,redis -> the stores to restore, in the order they are restored."""
+    if not text:
+        return STORES
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in STORES]
+    if unknown or not names:
+        raise BadInput(f"--only names {', '.join(unknown) or 'nothing'}: choose from "
+                       f"{', '.join(STORES)} (comma separated)")
+    return tuple(s for s in STORES if s in names)
+
+
+@dataclass(frozen=True)
+class BackupSet:
+    id: str
+    finished: str
+    release: str
+    files: dict[str, dict]
+    stores: dict[str, dict]
+
+    @property
+    def size(self) -> int:
+        return sum(int(f.get("bytes", 0)) for f in self.files.values())
+
+    def as_dict(self) -> dict[str, object]:
+        return {"id": self.id, "finished": self.finished, "release": self.release,
+                "bytes": self.size, "files": self.files, "stores": self.stores}
+
+
+def parse_manifests(output: str) -> list[BackupSet]:
+    """The sets, oldest first; a line that is not a manifest is skipped."""
+    found = []
+    for line in output.splitlines():
+        try:
+            doc = json.loads(line)
+            found.append(BackupSet(str(doc["id"]), str(doc["finished"]), str(doc["release"]),
+                                   dict(doc["files"]), dict(doc["stores"])))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return sorted(found, key=lambda s: s.id)
+
+
+def table(sets: list[BackupSet]) -> list[str]:
+    if not sets:
+        return ["no backup on the data host yet (take one: inv backup)"]
+    rows = []
+    for s in sets:
+        what = ", ".join(f"{k} ({v['skipped']})" if "skipped" in v else k
+                         for k, v in sorted(s.stores.items()))
+        rows.append((s.id, s.finished, s.release, human(s.size), what))
+    return columns(("ID", "FINISHED", "RELEASE", "SIZE", "STORES"), rows)
+
+
+def human(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)
+
+
+def list_sets(env: Environment, pool: Pool) -> list[BackupSet]:
+    return parse_manifests(pool.get(env.data_host).run(cmd.manifests(env)).stdout)
+
+
+def take(env: Environment, pool: Pool, backup_id: str) -> BackupSet:
+    """Run scripts/backup.sh on the data host; the set it wrote, read back from its manifest."""
+    host = env.data_host
+    remote = pool.get(host)
+    pool.renew(host, remote)
+    out = remote.run(cmd.take(env, backup_id, env.tag, BACKUP_TIMEOUT),
+                     timeout=BACKUP_TIMEOUT + 300).stdout
+    if backup_id not in COMPLETE.findall(out):
+        raise StepFailed(f"{host.name}: scripts/backup.sh did not say `backup {backup_id} "
+                         "complete`")
+    return find(list_sets(env, pool), backup_id)
+
+
+def find(sets: list[BackupSet], backup_id: str) -> BackupSet:
+    for s in sets:
+        if s.id == backup_id:
+            return s
+    known = ", ".join(s.id for s in sets[-3:]) or "none yet"
+    raise BadInput(f"--from {backup_id}: no such backup on the data host (the latest: {known}; "
+                   "inv backup.list shows them all)")
+
+
+def writers(stores: tuple[str, ...]) -> list[str]:
+    """The jafar services that write to these stores: stopped while they are restored."""
+    return [s.name for s in JAFAR if any(USES[st] in s.uses for st in stores)]
+
+
+def load_store(env: Environment, pool: Pool, store: str, backup_id: str) -> None:
+    """Remove the store with its volume, bring it up empty, load the set's file into it."""
+    data = env.data_host
+    remote = pool.get(data)
+    pool.renew(data, remote)
+    remote.run(cmd.remove_store(env, store), timeout=300)
+    remote.run(cmd.up_store(env, store, STORE_WAIT), timeout=STORE_WAIT + 60)
+    if store == "ledger":
+        remote.run(cmd.load_ledger(env, backup_id), timeout=3600)
+    else:
+        remote.run(cmd.load_redis(env, backup_id), timeout=3600)
+        remote.run(cmd.up_store(env, store, STORE_WAIT), timeout=STORE_WAIT + 60)
+
+
+def restore(env: Environment, pool: Pool, chosen: BackupSet, stores: tuple[str, ...],
+            say: Callable[[str, str], None], safety: bool) -> str | None:
+    """Restore `stores` from `chosen`; returns the id of the safety backup taken first."""
+    data = env.data_host
+    remote = pool.get(data)
+    missing = [s for s in stores if s not in chosen.stores or "skipped" in chosen.stores[s]]
+    if missing:
+        raise BadInput(f"backup {chosen.id} holds no {', '.join(missing)}: leave it out "
+                       "with --only")
+    checked = remote.run(cmd.check_files(env, chosen.id), check=False)
+    if not checked.ok:
+        bad = [line.split(":")[0] for line in checked.stdout.splitlines()
+               if line.endswith(": FAILED") or "FAILED open" in line]
+        raise StepFailed(f"{data.name}: backup {chosen.id}: {', '.join(bad) or 'its files'} "
+                         "changed since the backup (the SHA-256 is not the manifest's); "
+                         "nothing was stopped; restore another set")
+    say(data.name, f"backup {chosen.id}: every file has the SHA-256 of its manifest")
+    core: list[Host] = [h for h in env.hosts if h.has("core")]
+    services = writers(stores)
+    for host in core:
+        pool.renew(host, pool.get(host))
+        pool.get(host).run(compose(env, "core", "stop", *services), timeout=300)
+        say(host.name, f"stopped {', '.join(services)} (they write to {', '.join(stores)})")
+    safety_id = None
+    if safety:
+        safety_id = f"{new_id()}-before-restore"
+        take(env, pool, safety_id)
+        say(data.name, f"safety backup {safety_id} taken (what was there before the restore)")
+    for store in stores:
+        try:
+            load_store(env, pool, store, chosen.id)
+        except StepFailed as exc:
+            raise StepFailed(f"{exc}; {', '.join(services)} stay stopped until a restore "
+                             "succeeds (run it again, or restore another set)") from None
+        say(data.name, f"{store}: emptied and loaded from {chosen.stores[store]['file']}")
+    for host in core:
+        pool.renew(host, pool.get(host))
+        pool.get(host).run(compose(env, "core", "start", *services), timeout=300)
+        say(host.name, f"started {', '.join(services)}")
+    return safety_id

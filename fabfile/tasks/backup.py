@@ -1,0 +1,123 @@
+"""The backup namespace (`inv backup`, `inv backup.list`) and `inv restore`.
+
+A backup takes the `backup` lock of the data host, never the deploy lock: it must not block an
+incident deploy. A restore replaces data, so it takes the deploy lock of every host it touches,
+is always confirmed, and is audited like every change.
+"""
+
+from __future__ import annotations
+
+import json as json_mod
+
+from invoke import Collection, Context, task
+
+from fabfile.backup import sets
+from fabfile.errors import BadInput
+from fabfile.flow import remotes, run_steps, summary
+from fabfile.health import HEALTH
+from fabfile.ops.audit import Trail
+from fabfile.ops.guard import Mutation
+from fabfile.ops.identity import whoami
+from fabfile.remote import preflight
+from fabfile.tasks.common import (
+    HOST_HELP,
+    JSON_HELP,
+    READ_TIMEOUT,
+    TIMEOUT_HELP,
+    Session,
+    confirm,
+    failed_step,
+    handled,
+    require_mutable,
+)
+
+BACKUP_LOCK = "backup"
+
+
+@task(name="run", default=True, auto_shortflags=False, help={"host": HOST_HELP})
+@handled
+def backup(c: Context, host: str | None = None) -> None:
+    """Take one backup set on the data host (the ledger's pg_dump, Redis' RDB; a manifest with
+    each file's SHA-256), under the backup lock; audited."""
+    session = Session(c, host)
+    env = session.env
+    require_mutable(env)
+    operator = whoami(env)
+    preflight(env)
+    backup_id = sets.new_id()
+    trail = Trail("backup", {"id": backup_id})
+    data = env.data_host
+    with remotes(env, session.printer) as pool:
+        try:
+            with Mutation(env, pool, [data], trail, operator, name=BACKUP_LOCK):
+                taken = sets.take(env, pool, backup_id)
+                detail = f"backup {taken.id}: {sets.human(taken.size)}, " + ", ".join(
+                    f"{k} {v['sha256'][:12]}" for k, v in sorted(taken.files.items()))
+                trail.add(data.name, "backup", "changed", detail)
+                session.printer.line(f"[{data.name}] ", detail)
+        finally:
+            pool.report()
+
+
+@task(name="list", auto_shortflags=False,
+      help={"host": HOST_HELP, "json": JSON_HELP, "timeout": TIMEOUT_HELP})
+@handled
+def backup_list(c: Context, host: str | None = None, json: bool = False,
+                timeout: int = READ_TIMEOUT) -> None:
+    """The backup sets kept on the data host, oldest first: id, when, release, size, stores."""
+    session = Session(c, host, timeout=timeout)
+    found = session.gather(lambda h, pool: sets.list_sets(session.env, pool),
+                           (session.env.data_host,))
+    text = (json_mod.dumps([s.as_dict() for s in found], indent=2) if json
+            else "\n".join(sets.table(found)))
+    print(session.masker(text))
+
+
+@task(name="restore", auto_shortflags=False, help={
+    "host": HOST_HELP, "yes": "do not ask (a restore always asks otherwise, on any environment)",
+    "from": "the backup id to restore (inv backup.list shows them)",
+    "only": "the stores to restore, comma separated: ledger, redis (default: both)",
+    "skip_safety_backup": "do not back up what is there first (when the stores are down and "
+                          "a backup of them would fail)",
+})
+@handled
+def restore(c: Context, host: str | None = None, from_: str = "", only: str = "",
+            skip_safety_backup: bool = False, yes: bool = False) -> None:
+    """Replace the stores' data with a backup set: the services that write to them are stopped
+    on every core host, a safety backup is taken, each store is removed with its volume,
+    brought up empty and loaded, the services start again, then health."""
+    if not from_:
+        raise BadInput("--from is required: the backup id to restore (inv backup.list shows "
+                       "them)")
+    backup_id = sets.check_id(from_)
+    stores = sets.parse_stores(only)
+    session = Session(c, host)
+    env = session.env
+    require_mutable(env)
+    operator = whoami(env)
+    preflight(env)
+    trail = Trail("restore", {"from": backup_id, "only": ",".join(stores),
+                              "safety_backup": not skip_safety_backup})
+    data = env.data_host
+    core = [h for h in env.hosts if h.has("core")]
+    rows = []
+    with remotes(env, session.printer) as pool:
+        try:
+            chosen = sets.find(sets.list_sets(env, pool), backup_id)
+            confirm(env, yes, f"replace {', '.join(stores)} with backup {backup_id} "
+                    "(the services that use them stop meanwhile)", always=True)
+
+            def say(host_name: str, text: str) -> None:
+                session.printer.line(f"[{host_name}] ", text)
+                trail.add(host_name, "restore", "changed", text)
+
+            with Mutation(env, pool, [data, *[h for h in core if h != data]], trail, operator):
+                sets.restore(env, pool, chosen, stores, say, not skip_safety_backup)
+                rows = run_steps(env, [HEALTH], pool, trail)
+                failed_step(rows, session, resume_hint=False)
+        finally:
+            summary(rows, session.printer)
+            pool.report()
+
+
+namespace = Collection("backup", backup, backup_list)

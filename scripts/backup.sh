@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Take one backup set of the data host's stores into backups/<ID>/ of the deploy path.
+#
+# Run on the data host, from the deploy path (`inv backup` runs exactly this; so can a timer):
+#     ./scripts/backup.sh [--id ID] [--project NAME] [--timeout SECONDS] [--release TAG]
+#
+#   --id ID            the set's name (default: the UTC time, e.g. 20261203T154500Z)
+#   --project NAME     compose project of the data stack (default: jafar-data)
+#   --timeout SECONDS  how long Redis' BGSAVE may take (default: 600)
+#   --release TAG      the release running, recorded in the manifest (default: unknown)
+#
+# What a set holds (mode 0600 files in a 0700 folder):
+#   ledger.pgdump  pg_dump -Fc of the ledger database (run inside postgres-ledger, over its
+#                  local socket: no password is handled);
+#   redis.rdb      the RDB file written by a BGSAVE this script waited for (the AOF stays on:
+#                  checked, and recorded);
+#   manifest.json  id, start and end times, the host, the release, the tools' versions, and
+#                  each file's size and SHA-256; SHA256SUMS the same for `sha256sum -c`.
+# MongoDB is left out for now, and the manifest says why (`mongo: {skipped: ...}`).
+#
+# The set is written to backups/.ID.partial and renamed when complete, so a set that is listed
+# is whole. One backup at a time on a host (flock on backups/.lock): a second one exits 1.
+# No secret is on a command line, in the environment of a container, or in the output: the
+# Redis password goes from secrets/redis_password to redis-cli on stdin.
+# Exit status: 0 done (the last line is `backup ID complete`), 1 failed (one line on stderr,
+# nothing left behind but the set's .partial folder, removed), 2 bad arguments.
+set -euo pipefail
+
+readonly COMPOSE_FILE="compose/docker-compose.data.yml"
+readonly ENV_FILE=".env.ec2"
+readonly SECRETS_DIR="secrets"
+readonly DIR="backups"
+
+id="$(date -u +%Y%m%dT%H%M%SZ)"
+project="jafar-data"
+timeout_s=600
+release="unknown"
+
+die() {
+    echo "backup: error: $*" >&2
+    exit 1
+}
+
+usage_error() {
+    echo "backup: $* (usage: ./scripts/backup.sh [--id ID] [--project NAME] [--timeout SECONDS] [--release TAG])" >&2
+    exit 2
+}
+
+while [ "$#" -gt 0 ]; do
+    case "$1" in
+        --id | --project | --timeout | --release)
+            [ "$#" -ge 2 ] || usage_error "$1 needs a value"
+            case "$1" in
+                --id) id="$2" ;;
+                --project) project="$2" ;;
+                --timeout) timeout_s="$2" ;;
+                --release) release="$2" ;;
+            esac
+            shift 2
+            ;;
+        -h | --help)
+            sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
+            exit 0
+            ;;
+        *)
+            usage_error "unknown argument: $1"
+            ;;
+    esac
+done
+
+[[ "$id" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$ ]] \
+    || usage_error "--id may hold letters, digits, . _ and - (at most 64, not starting with . _ -)"
+[[ "$project" =~ ^[a-z0-9][a-z0-9_-]*$ ]] \
+    || usage_error "--project must be a compose project name (lowercase letters, digits, - and _)"
+[[ "$timeout_s" =~ ^[1-9][0-9]{0,4}$ ]] \
+    || usage_error "--timeout must be a whole number of seconds between 1 and 99999"
+[[ "$release" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$ ]] \
+    || usage_error "--release must be an image tag (letters, digits, . _ -)"
+
+[ -f "$COMPOSE_FILE" ] \
+    || die "$COMPOSE_FILE not found: run this from the deploy path (e.g. cd /opt/jafar)"
+[ -f "$ENV_FILE" ] || die "$ENV_FILE not found in $(pwd): run env.sync first"
+[ -r "$SECRETS_DIR/redis_password" ] \
+    || die "$SECRETS_DIR/redis_password cannot be read in $(pwd) (run env.sync)"
+
+compose=(docker compose -p "$project" --env-file "$ENV_FILE" -f "$COMPOSE_FILE")
+
+umask 077
+mkdir -p "$DIR"
+chmod 0700 "$DIR"
+exec 9>"$DIR/.lock"
+flock -n 9 || die "another backup is running on this host (it holds $DIR/.lock); wait for it"
+[ ! -e "$DIR/$id" ] || die "a backup named $id already exists in $DIR"
+work="$DIR/.$id.partial"
+rm -rf "$work"
+mkdir "$work"
+trap 'rm -rf "$work"' EXIT
+started="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+
+for service in postgres-ledger redis; do
+    [ -n "$("${compose[@]}" ps --status running --quiet "$service" 2>/dev/null)" ] \
+        || die "$service is not running in compose project $project (run data.up first)"
+done
+
+# --- PostgreSQL: the ledger database, custom format (pg_restore reads it) ---------------------
+# shellcheck disable=SC2016  # expanded by the container's shell
+"${compose[@]}" exec -T postgres-ledger sh -c 'exec pg_dump -U "$POSTGRES_USER" -Fc "$POSTGRES_DB"' \
+    >"$work/ledger.pgdump" || die "pg_dump of the ledger failed"
+pg_version="$("${compose[@]}" exec -T postgres-ledger pg_dump --version)"
+# shellcheck disable=SC2016  # expanded by the container's shell
+ledger_tables="$(echo "SELECT count(*) FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema');" \
+    | "${compose[@]}" exec -T postgres-ledger sh -c 'exec psql -X -q -At -U "$POSTGRES_USER" -d "$POSTGRES_DB"')"
+
+# --- Redis: BGSAVE, waited for, then its RDB file -------------------------------------------
+# redis-cli inside the container, the password on its stdin (REDISCLI_AUTH in its own
+# environment only), over TLS as every client.
+redis_cli() {
+    "${compose[@]}" exec -T redis sh -c 'IFS= read -r REDISCLI_AUTH; export REDISCLI_AUTH
+        exec redis-cli --no-auth-warning --tls --cacert /run/secrets/data_ca_crt -h 127.0.0.1 -p 6379 "$@"' \
+        redis-cli "$@" <"$SECRETS_DIR/redis_password"
+}
+info_field() {  # NAME: the value of NAME in `INFO persistence`
+    redis_cli INFO persistence | tr -d '\r' | sed -n "s/^$1://p"
+}
+aof="$(redis_cli CONFIG GET appendonly | tr -d '\r' | sed -n 2p)"
+[ "$aof" = "yes" ] || die "Redis runs with appendonly '$aof', not yes: the data stack's AOF is off; redeploy the data stack (inv data.up)"
+before="$(redis_cli LASTSAVE | tr -d '\r')"
+[[ "$before" =~ ^[0-9]+$ ]] || die "Redis did not answer LASTSAVE (is the password in $SECRETS_DIR current?)"
+# a save in the same second would not move LASTSAVE: start in the next one
+while [ "$(date +%s)" -le "$before" ]; do sleep 0.2; done
+reply="$(redis_cli BGSAVE SCHEDULE | tr -d '\r')"
+case "$reply" in
+    "Background saving started" | "Background saving scheduled") ;;
+    *) die "Redis refused BGSAVE: $reply" ;;
+esac
+deadline=$((SECONDS + timeout_s))
+until [ "$(redis_cli LASTSAVE | tr -d '\r')" -gt "$before" ] \
+        && [ "$(info_field rdb_bgsave_in_progress)" = 0 ]; do
+    [ "$SECONDS" -lt "$deadline" ] || die "Redis' BGSAVE did not finish within ${timeout_s}s"
+    sleep 0.5
+done
+[ "$(info_field rdb_last_bgsave_status)" = ok ] || die "Redis' BGSAVE failed (see its log: inv logs redis)"
+"${compose[@]}" exec -T redis cat /data/dump.rdb >"$work/redis.rdb" || die "reading Redis' dump.rdb failed"
+redis_keys="$(redis_cli DBSIZE | tr -d '\r')"
+redis_version="$("${compose[@]}" exec -T redis redis-server --version)"
+
+# --- the manifest ---------------------------------------------------------------------------
+(cd "$work" && sha256sum ledger.pgdump redis.rdb >SHA256SUMS)
+ID="$id" STARTED="$started" RELEASE="$release" PG_VERSION="$pg_version" \
+    REDIS_VERSION="$redis_version" REDIS_KEYS="$redis_keys" LEDGER_TABLES="$ledger_tables" \
+    HOST="$(hostname)" python3 - "$work" <<'PY'
+import hashlib, json, os, sys, time
+work = sys.argv[1]
+e = os.environ
+def entry(name):
+    with open(os.path.join(work, name), "rb") as f:
+        data = f.read()
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+manifest = {
+    "id": e["ID"], "started": e["STARTED"],
+    "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    "host": e["HOST"], "release": e["RELEASE"],
+    "files": {"ledger.pgdump": entry("ledger.pgdump"), "redis.rdb": entry("redis.rdb")},
+    "stores": {
+        "ledger": {"file": "ledger.pgdump", "tool": e["PG_VERSION"].strip(),
+                   "tables": int(e["LEDGER_TABLES"].strip() or 0)},
+        "redis": {"file": "redis.rdb", "tool": e["REDIS_VERSION"].strip(),
+                  "keys": int(e["REDIS_KEYS"].strip() or 0), "aof": "on"},
+        "mongo": {"skipped": "not backed up by this version of the suite"},
+    },
+}
+with open(os.path.join(work, "manifest.json"), "w") as f:
+    json.dump(manifest, f, sort_keys=True)
+    f.write("\n")
+PY
+chmod 0600 "$work"/*
+mv "$work" "$DIR/$id"
+trap - EXIT
+echo "backup $id complete"

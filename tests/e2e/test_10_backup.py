@@ -1,0 +1,169 @@
+"""Backups proven by a restore, on the shared sandbox: known data is written (ledger rows,
+Redis keys), `inv backup` takes a set, the stores are destroyed (containers and volumes
+removed), `inv restore` brings every row and key back (counts and checksums), and the jafar
+services are healthy again. A set whose file was changed after the backup is refused before
+anything stops; a restore with its safety backup leaves a set of what was there before."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+
+import pytest
+
+from tests.conftest import run_inv
+from tests.e2e.sandbox_helpers import HOST, inner, on_host
+
+ROWS = 500
+KEYS = 300
+
+
+def container(service: str) -> str:
+    return inner("ps", "--quiet", "--filter", f"label=com.docker.compose.service={service}"
+                 ).split()[0]
+
+
+def psql(sql: str) -> str:
+    """As the superuser over the container's socket, into the ledger database."""
+    proc = subprocess.run(
+        ["docker", "exec", "-i", HOST, "docker", "exec", "-i", container("postgres-ledger"),
+         "sh", "-c", 'exec psql -X -q -At -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" '
+         '-d "$POSTGRES_DB"'],
+        input=sql, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def redis(commands: str) -> str:
+    """redis-cli in the redis container, the password first on stdin (AUTH), never argv."""
+    password = on_host("cat", "/opt/jafar/secrets/redis_password").stdout.strip()
+    proc = subprocess.run(
+        ["docker", "exec", "-i", HOST, "docker", "exec", "-i", container("redis"), "redis-cli",
+         "--no-auth-warning", "--tls", "--cacert", "/run/secrets/data_ca_crt", "-h",
+         "127.0.0.1", "-p", "6379"], input=f"AUTH {password}\n{commands}", capture_output=True,
+        text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def ledger_digest() -> dict[str, str]:
+    """Per user table: the row count and an MD5 of every row, in a fixed order."""
+    tables = psql("SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) FROM "
+                  "information_schema.tables WHERE table_type = 'BASE TABLE' AND table_schema "
+                  "NOT IN ('pg_catalog', 'information_schema') ORDER BY 1").split()
+    return {t: psql(f"SELECT count(*) || ' ' || coalesce(md5(string_agg(r::text, ',' ORDER BY "
+                    f"r::text)), '-') FROM {t} r") for t in tables}
+
+
+def redis_digest() -> tuple[int, str]:
+    """The known keys: how many, and a SHA-256 of their names and values."""
+    names = [f"e2e:backup:{i}" for i in range(KEYS)]
+    values = redis("".join(f"GET {n}\n" for n in names)).splitlines()[1:]  # after AUTH's OK
+    present = sum(1 for v in values if v)
+    return present, hashlib.sha256("\n".join(f"{n}={v}" for n, v in zip(names, values,
+                                                                          strict=True)).encode()
+                                   ).hexdigest()
+
+
+def inv(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    return run_inv(*args, "--host", "sandbox", timeout=timeout)
+
+
+def sets() -> list[dict]:
+    listed = inv("backup.list", "--json")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    return json.loads(listed.stdout)
+
+
+@pytest.fixture(scope="module")
+def taken(deployed):
+    """Known data, then one backup of it: (its id, the ledger's digest, Redis' digest)."""
+    psql("CREATE TABLE IF NOT EXISTS e2e_backup (id int PRIMARY KEY, cents bigint, note text);"
+         "TRUNCATE e2e_backup;"
+         f"INSERT INTO e2e_backup SELECT i, i * 7, 'row ' || i FROM generate_series(1, {ROWS}) i;")
+    redis("".join(f"SET e2e:backup:{i} value-{i * 13}\n" for i in range(KEYS)))
+    ledger, keys = ledger_digest(), redis_digest()
+    assert ledger["public.e2e_backup"].startswith(f"{ROWS} ") and keys[0] == KEYS
+    before = {s["id"] for s in sets()}
+    done = inv("backup")
+    assert done.returncode == 0, done.stdout + done.stderr
+    new = [s for s in sets() if s["id"] not in before]
+    assert len(new) == 1, new
+    assert f"backup {new[0]['id']}: " in done.stdout
+    return new[0], ledger, keys
+
+
+def test_a_backup_is_a_complete_set_with_a_manifest(taken):
+    chosen, _, _ = taken
+    listed = inv("backup.list").stdout.splitlines()
+    assert listed[0].split() == ["ID", "FINISHED", "RELEASE", "SIZE", "STORES"]
+    assert any(line.startswith(f"{chosen['id']}  ") for line in listed[1:])
+    assert set(chosen["files"]) == {"ledger.pgdump", "redis.rdb"}
+    assert all(len(f["sha256"]) == 64 and f["bytes"] > 0 for f in chosen["files"].values())
+    assert chosen["stores"]["redis"]["aof"] == "on"
+    assert chosen["stores"]["redis"]["keys"] >= KEYS
+    assert "skipped" in chosen["stores"]["mongo"]  # said, not faked
+    folder = f"/opt/jafar/backups/{chosen['id']}"
+    modes = on_host("stat", "-c", "%a %U %n", "/opt/jafar/backups", folder,
+                    f"{folder}/ledger.pgdump").stdout.split("\n")
+    assert [m.split()[0] for m in modes if m] == ["700", "700", "600"]
+    # the SHA-256s the manifest holds are the files' own
+    sums = on_host("sh", "-c", f"cd {folder} && sha256sum ledger.pgdump redis.rdb").stdout
+    for line in sums.splitlines():
+        digest, name = line.split()
+        assert chosen["files"][name]["sha256"] == digest
+    audit = inv("audit.show", "--since", "1h").stdout
+    assert "backup" in audit
+
+
+def test_a_set_changed_after_the_backup_is_refused_before_anything_stops(taken):
+    chosen, _, _ = taken
+    bad = f"{chosen['id']}-tampered"
+    src, dst = f"/opt/jafar/backups/{chosen['id']}", f"/opt/jafar/backups/{bad}"
+    on_host("sh", "-c", f"cp -a {src} {dst} && sed -i 's/\"id\": \"[^\"]*\"/\"id\": \"{bad}\"/' "
+            f"{dst}/manifest.json && printf X | dd of={dst}/redis.rdb bs=1 seek=20 conv=notrunc "
+            "2>/dev/null")
+    try:
+        running = container("ledger-service")
+        refused = inv("restore", "--from", bad, "--yes")
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert (f"backup {bad}: redis.rdb changed since the backup (the SHA-256 is not the "
+                "manifest's); nothing was stopped") in refused.stderr
+        assert container("ledger-service") == running
+        assert inner("inspect", "-f", "{{.State.Running}}", running).strip() == "true"
+    finally:
+        on_host("rm", "-rf", dst)
+
+
+def test_destroyed_stores_are_restored_row_for_row_and_key_for_key(taken):
+    chosen, ledger, keys = taken
+    # the disaster: both stores' containers and volumes gone
+    for service, volume in (("postgres-ledger", "postgres-ledger-data"),
+                            ("redis", "redis-data")):
+        inner("rm", "--force", container(service))
+        inner("volume", "rm", f"jafar-data_{volume}")
+    unknown = inv("restore", "--from", "20000101T000000Z", "--yes")
+    assert unknown.returncode == 2 and "no such backup on the data host" in unknown.stderr
+    restored = inv("restore", "--from", chosen["id"], "--skip-safety-backup", "--yes",
+                   timeout=1200)
+    assert restored.returncode == 0, restored.stdout[-4000:] + restored.stderr[-3000:]
+    assert "ledger: emptied and loaded from ledger.pgdump" in restored.stdout
+    assert ledger_digest() == ledger
+    assert redis_digest() == keys
+    health = inv("health")
+    assert health.returncode == 0, health.stdout + health.stderr
+
+
+def test_a_restore_first_backs_up_what_is_there(taken):
+    chosen, _, keys = taken
+    redis("SET e2e:backup:0 changed-after-the-backup\n")
+    assert redis_digest() != keys
+    restored = inv("restore", "--from", chosen["id"], "--only", "redis", "--yes", timeout=1200)
+    assert restored.returncode == 0, restored.stdout[-4000:] + restored.stderr[-3000:]
+    assert redis_digest() == keys
+    safety = [s for s in sets() if s["id"].endswith("-before-restore")]
+    assert safety, "no safety backup listed"
+    # only Redis' writers were stopped
+    assert ("stopped api-service, auth-service, transaction-service, notification-service, "
+            "risk-service (they write to redis)") in restored.stdout

@@ -1,0 +1,115 @@
+"""Backups: the builders (exact strings), the manifests' parsing, the argument checks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from fabfile.backup import commands as cmd
+from fabfile.backup import sets
+from fabfile.errors import BadInput
+from tests.conftest import shipped
+from tests.unit.test_commands import SINGLE_ENV
+
+DATA = f"cd /opt/jafar && {SINGLE_ENV} docker compose -p jafar-data --env-file .env.ec2 " \
+       "-f compose/docker-compose.data.yml"
+
+
+@pytest.fixture
+def sandbox():
+    return shipped("sandbox")
+
+
+def test_take_runs_the_script_an_operator_runs(sandbox):
+    assert cmd.take(sandbox, "20261203T101500Z", "v1.4.2", 600) == (
+        "cd /opt/jafar && ./scripts/backup.sh --id 20261203T101500Z --project jafar-data "
+        "--timeout 600 --release v1.4.2")
+
+
+def test_manifests_and_checksums(sandbox):
+    assert cmd.manifests(sandbox) == (
+        'cd /opt/jafar && for m in backups/*/manifest.json; do [ -f "$m" ] && cat "$m"; done; '
+        "true")
+    assert cmd.check_files(sandbox, "X1") == (
+        "cd /opt/jafar/backups/X1 && sha256sum --quiet --strict -c SHA256SUMS 2>&1")
+
+
+def test_a_store_is_removed_with_its_volume_and_brought_up_empty(sandbox):
+    assert cmd.remove_store(sandbox, "ledger") == (
+        f"{DATA} rm --stop --force postgres-ledger && "
+        "docker volume rm --force jafar-data_postgres-ledger-data >/dev/null")
+    assert cmd.up_store(sandbox, "redis", 180) == (
+        f"{DATA} up --detach --wait --wait-timeout 180 --no-deps redis")
+
+
+def test_the_ledger_is_loaded_in_one_transaction_from_stdin(sandbox):
+    assert cmd.load_ledger(sandbox, "X1") == (
+        f"{DATA} exec -T postgres-ledger sh -c 'exec pg_restore -U \"$POSTGRES_USER\" "
+        "-d \"$POSTGRES_DB\" --exit-on-error --single-transaction --clean --if-exists' "
+        "< /opt/jafar/backups/X1/ledger.pgdump")
+
+
+def test_redis_is_loaded_by_a_one_off_container_without_network(sandbox):
+    line = cmd.load_redis(sandbox, "X1")
+    assert line.startswith(f"cid=$({DATA} ps --all --quiet redis) && ")
+    assert ("docker run --rm -i --network none --user redis --cap-drop ALL --security-opt "
+            'no-new-privileges:true --entrypoint sh --volumes-from "$cid" "$image" -c ') in line
+    assert line.endswith('< /opt/jafar/backups/X1/redis.rdb && docker start "$cid" >/dev/null')
+    script = cmd.REDIS_LOAD
+    assert "--port 0" in script and "--appendonly no" in script  # no TCP; AOF written after
+    assert "CONFIG SET appendonly yes" in script
+
+
+def test_the_redis_load_script_is_valid_posix_sh():
+    assert subprocess.run(["sh", "-n", "-c", cmd.REDIS_LOAD], check=False).returncode == 0
+
+
+MANIFEST = {"id": "20261203T101500Z", "started": "2026-12-03T10:15:00Z",
+            "finished": "2026-12-03T10:15:04Z", "host": "h", "release": "v1",
+            "files": {"ledger.pgdump": {"bytes": 2048, "sha256": "a" * 64},
+                      "redis.rdb": {"bytes": 1024, "sha256": "b" * 64}},
+            "stores": {"ledger": {"file": "ledger.pgdump"}, "redis": {"file": "redis.rdb"},
+                       "mongo": {"skipped": "not backed up by this version of the suite"}}}
+
+
+def test_manifests_are_parsed_oldest_first_and_noise_skipped():
+    newer = dict(MANIFEST, id="20261204T000000Z")
+    found = sets.parse_manifests("\n".join([json.dumps(newer), "garbage", "{}",
+                                            json.dumps(MANIFEST)]))
+    assert [s.id for s in found] == ["20261203T101500Z", "20261204T000000Z"]
+    assert found[0].size == 3072
+
+
+def test_the_table_names_what_a_set_leaves_out():
+    lines = sets.table(sets.parse_manifests(json.dumps(MANIFEST)))
+    assert lines[0].split() == ["ID", "FINISHED", "RELEASE", "SIZE", "STORES"]
+    assert lines[1].startswith("20261203T101500Z  2026-12-03T10:15:04Z  v1       3.0 KiB  ")
+    assert lines[1].endswith("ledger, mongo (not backed up by this version of the suite), redis")
+    assert sets.table([]) == ["no backup on the data host yet (take one: inv backup)"]
+
+
+def test_ids_and_stores_are_checked():
+    assert sets.check_id("20261203T101500Z-before-restore") == "20261203T101500Z-before-restore"
+    for bad in ("", "../etc", "-x", "a b", "a" * 65, "x;rm"):
+        with pytest.raises(BadInput, match="is not a backup id"):
+            sets.check_id(bad)
+    assert sets.parse_stores("") == ("ledger", "redis")
+    assert sets.parse_stores("redis, ledger") == ("ledger", "redis")
+    with pytest.raises(BadInput, match="--only names mongo: choose from ledger, redis"):
+        sets.parse_stores("mongo")
+
+
+def test_an_unknown_id_names_the_latest_ones():
+    found = sets.parse_manifests(json.dumps(MANIFEST))
+    with pytest.raises(BadInput, match="no such backup on the data host "
+                                       r"\(the latest: 20261203T101500Z;"):
+        sets.find(found, "20990101T000000Z")
+
+
+def test_the_writers_of_a_store_are_stopped_for_its_restore():
+    assert sets.writers(("ledger",)) == ["ledger-service"]
+    assert sets.writers(("redis",)) == ["api-service", "auth-service", "transaction-service",
+                                        "notification-service", "risk-service"]
+    assert sets.new_id(0) == "19700101T000000Z"
