@@ -66,7 +66,7 @@ ENV_KEYS = {
     "overlay", "awslogs_group", "aws_region", "host", "replicas", "max_replicas", "lock_ttl",
     "pool_size", "data_limits", "health_interval", "release", "gateway", "pins", "gateway_bind",
     "aws", "secrets", "rotate_after_days", "awslogs_retention_days", "awslogs_kms_key",
-    "hosts_from",
+    "hosts_from", "backup_at",
 }
 HOSTS_FROM_KEYS = {"tags", "role_tag", "address", "user", "port", "key", "become"}
 ADDRESS_KINDS = {"private_ip": "PrivateIpAddress", "public_ip": "PublicIpAddress",
@@ -81,6 +81,7 @@ JAFAR_SHORT = ("api", "auth", "wallet", "transaction", "ledger", "notification",
 DATA_LIMIT_KEYS = ("mongo", "redis", "postgres")
 DEFAULT_DATA_LIMITS = {"mongo": 1000, "redis": 1000, "postgres": 100}
 _INTERVAL = re.compile(r"^[1-9][0-9]{0,2}s$")
+_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 HOST_SETUP_KEYS = {"admin_user", "deploy_user", "operator_keys", "ssh_cidr", "docker_source",
                    "compose_plugin", "insecure_registries", "shared_kernel", "userns_remap",
                    "sshd_extra", "admin_key", "log_forward"}
@@ -274,6 +275,7 @@ class Environment:
     replicas: int = 1                  # replicas of each jafar service per core host (default)
     max_replicas: int = 10             # the most `inv scale` accepts per service and core host
     lock_ttl: int = 600                # seconds without renewal after which a lock is stale
+    backup_at: str = "02:30"           # UTC time of the daily backup (inv backup.schedule)
     pool_size: int = 10                # connections each service replica may open per store
     data_limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_DATA_LIMITS))
     health_interval: str = "10s"       # Docker health check interval of the core services
@@ -794,6 +796,8 @@ def _operations(check: _Checker, raw: dict[str, Any], key: str, adhoc: bool) -> 
         "max_replicas": max_replicas,
         "replicas": check.integer(raw.get("replicas", 1), f"{key}.replicas", 1, max_replicas),
         "lock_ttl": check.integer(raw.get("lock_ttl", 600), f"{key}.lock_ttl", 60, 86400),
+        "backup_at": check.string(_clock(raw.get("backup_at", "02:30")), f"{key}.backup_at",
+                                  _CLOCK, "a UTC time like 02:30 (00:00 to 23:59)"),
         "pool_size": check.integer(raw.get("pool_size", 10), f"{key}.pool_size", 1, 1000),
         "data_limits": {k: check.integer(limits.get(k, DEFAULT_DATA_LIMITS[k]),
                                          f"{key}.data_limits.{k}", 10, 100000)
@@ -804,6 +808,13 @@ def _operations(check: _Checker, raw: dict[str, Any], key: str, adhoc: bool) -> 
         "release": _release(check, raw.get("release") or {}, f"{key}.release"),
         "gateway": _gateway(check, raw.get("gateway"), f"{key}.gateway", required=not adhoc),
     }
+
+
+def _clock(value: Any) -> Any:
+    """YAML 1.1 reads an unquoted 02:30 as the base-60 number 150: take it back as a time."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+        return f"{value // 60:02d}:{value % 60:02d}"
+    return value
 
 
 def _gateway(check: _Checker, value: Any, key: str, required: bool) -> GatewaySettings:

@@ -16,6 +16,9 @@
 #                  checked, and recorded);
 #   manifest.json  id, start and end times, the host, the release, the tools' versions, and
 #                  each file's size and SHA-256; SHA256SUMS the same for `sha256sum -c`.
+# When it may (inv backup.schedule makes it so), it writes jafar_backup_last_* metrics for
+# node_exporter (JAFAR_BACKUP_TEXTFILE, default /var/lib/prometheus/node-exporter/
+# jafar_backup.prom); the BackupTooOld alert reads them.
 # MongoDB is left out for now, and the manifest says why (`mongo: {skipped: ...}`).
 #
 # The set is written to backups/.ID.partial and renamed when complete, so a set that is listed
@@ -30,6 +33,7 @@ readonly COMPOSE_FILE="compose/docker-compose.data.yml"
 readonly ENV_FILE=".env.ec2"
 readonly SECRETS_DIR="secrets"
 readonly DIR="backups"
+readonly TEXTFILE="${JAFAR_BACKUP_TEXTFILE:-/var/lib/prometheus/node-exporter/jafar_backup.prom}"
 
 id="$(date -u +%Y%m%dT%H%M%SZ)"
 project="jafar-data"
@@ -176,4 +180,23 @@ PY
 chmod 0600 "$work"/*
 mv "$work" "$DIR/$id"
 trap - EXIT
+
+# For node_exporter's textfile collector, where `inv backup.schedule` made this file ours
+# (the folder is root's): rewritten in place, one write.
+if [ -w "$TEXTFILE" ]; then
+    metrics="$(
+        echo "# HELP jafar_backup_last_success_timestamp_seconds When the last complete backup set was taken."
+        echo "# TYPE jafar_backup_last_success_timestamp_seconds gauge"
+        echo "jafar_backup_last_success_timestamp_seconds $(date +%s)"
+        echo "# HELP jafar_backup_last_duration_seconds How long the last complete backup took."
+        echo "# TYPE jafar_backup_last_duration_seconds gauge"
+        echo "jafar_backup_last_duration_seconds $SECONDS"
+        echo "# HELP jafar_backup_last_bytes The size of each file of the last complete backup set."
+        echo "# TYPE jafar_backup_last_bytes gauge"
+        for f in ledger.pgdump redis.rdb; do
+            echo "jafar_backup_last_bytes{file=\"$f\"} $(stat -c %s "$DIR/$id/$f")"
+        done
+    )"
+    printf '%s\n' "$metrics" >"$TEXTFILE"
+fi
 echo "backup $id complete"

@@ -11,6 +11,7 @@ import json as json_mod
 
 from invoke import Collection, Context, task
 
+from fabfile.backup import schedule as schedule_mod
 from fabfile.backup import sets
 from fabfile.errors import BadInput
 from fabfile.flow import remotes, run_steps, summary
@@ -120,4 +121,35 @@ def restore(c: Context, host: str | None = None, from_: str = "", only: str = ""
             pool.report()
 
 
-namespace = Collection("backup", backup, backup_list)
+@task(name="schedule", auto_shortflags=False, help={"host": HOST_HELP})
+@handled
+def backup_schedule(c: Context, host: str | None = None) -> None:
+    """Install the daily backup on the data host: a systemd timer (at backup_at UTC) running
+    scripts/backup.sh as the deploy user, whose metrics node_exporter reports (the
+    BackupTooOld alert); a second run says nothing to do."""
+    session = Session(c, host)
+    env = session.env
+    require_mutable(env)
+    operator = whoami(env)
+    preflight(env)
+    trail = Trail("backup.schedule", {"at": env.backup_at})
+    data = env.data_host
+    with remotes(env, session.printer) as pool:
+        try:
+            with Mutation(env, pool, [data], trail, operator, admin=True, name=BACKUP_LOCK):
+                out = pool.get(data, admin=True).run(schedule_mod.install(env)).stdout
+                done = [ln.removeprefix("CHANGED ") for ln in out.splitlines()
+                        if ln.startswith("CHANGED ")]
+                what = schedule_mod.describe(env)
+                if done:
+                    trail.add(data.name, "backup.schedule", "changed", "; ".join(done))
+                    session.printer.line(f"[{data.name}] ", f"{'; '.join(done)}: {what}")
+                else:
+                    trail.add(data.name, "backup.schedule", "ok", "nothing to do")
+                    session.printer.line(f"[{data.name}] ", f"nothing to do: {what}, as "
+                                                            "installed")
+        finally:
+            pool.report()
+
+
+namespace = Collection("backup", backup, backup_list, backup_schedule)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -167,3 +168,27 @@ def test_a_restore_first_backs_up_what_is_there(taken):
     # only Redis' writers were stopped
     assert ("stopped api-service, auth-service, transaction-service, notification-service, "
             "risk-service (they write to redis)") in restored.stdout
+
+
+def test_the_timer_is_installed_once_and_its_backup_runs_by_hand_and_is_reported(taken):
+    first = inv("backup.schedule")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "jafar-backup.timer: daily at 02:30 UTC" in first.stdout
+    again = inv("backup.schedule")
+    assert again.returncode == 0 and "nothing to do: jafar-backup.timer" in again.stdout, \
+        again.stdout + again.stderr
+    timers = on_host("systemctl", "list-timers", "--all", "jafar-backup.timer").stdout
+    assert "jafar-backup.timer" in timers and "jafar-backup.service" in timers
+    before = {s["id"] for s in sets()}
+    # what the timer starts, by hand: the same script, as the deploy user, without the suite
+    on_host("systemctl", "start", "jafar-backup.service", timeout=600)
+    new = [s for s in sets() if s["id"] not in before]
+    assert len(new) == 1 and new[0]["release"] == "unknown", new
+    bridge = on_host("sh", "-c", "ip -4 -o addr show dev docker0 | awk '{split($4,a,\"/\"); "
+                     "print a[1]}'").stdout.strip()
+    metrics = on_host("curl", "-fsS", "--max-time", "10", f"http://{bridge}:9100/metrics").stdout
+    stamp = [ln for ln in metrics.splitlines()
+             if ln.startswith("jafar_backup_last_success_timestamp_seconds ")]
+    assert stamp, "node_exporter does not report the backup"
+    assert abs(float(stamp[0].split()[1]) - time.time()) < 600
+    assert 'jafar_backup_last_bytes{file="ledger.pgdump"}' in metrics

@@ -95,6 +95,9 @@ RULE_TESTS = textwrap.dedent("""\
             values: '1 1 0x10'
           - series: 'jafar_aide_last_check_timestamp_seconds{{job="node",instance="h:9100"}}'
             values: '-172400x10'
+          # the last backup 25 h 55 min before the start: older than 26 h from minute 6
+          - series: 'jafar_backup_last_success_timestamp_seconds{{job="node",instance="h:9100"}}'
+            values: '-93300x10'
         alert_rule_test:
           - eval_time: 5m
             alertname: ServiceDown
@@ -140,6 +143,13 @@ RULE_TESTS = textwrap.dedent("""\
             alertname: FileIntegrityCheckStale
             exp_alerts:
               - exp_labels: {{severity: warning, job: node, instance: "h:9100"}}
+          - eval_time: 5m
+            alertname: BackupTooOld
+            exp_alerts: []
+          - eval_time: 7m
+            alertname: BackupTooOld
+            exp_alerts:
+              - exp_labels: {{severity: critical, job: node, instance: "h:9100"}}
           - eval_time: 10m
             alertname: ServiceMissing
             exp_alerts:

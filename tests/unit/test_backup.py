@@ -10,7 +10,7 @@ import pytest
 from fabfile.backup import commands as cmd
 from fabfile.backup import sets
 from fabfile.errors import BadInput
-from tests.conftest import shipped
+from tests.conftest import env_yaml, shipped
 from tests.unit.test_commands import SINGLE_ENV
 
 DATA = f"cd /opt/jafar && {SINGLE_ENV} docker compose -p jafar-data --env-file .env.ec2 " \
@@ -113,3 +113,30 @@ def test_the_writers_of_a_store_are_stopped_for_its_restore():
     assert sets.writers(("redis",)) == ["api-service", "auth-service", "transaction-service",
                                         "notification-service", "risk-service"]
     assert sets.new_id(0) == "19700101T000000Z"
+
+
+def test_the_timer_runs_daily_at_backup_at_with_a_random_delay(sandbox):
+    from dataclasses import replace
+
+    from fabfile.backup import schedule
+
+    env = replace(sandbox, backup_at="03:45")
+    timer = schedule.timer_unit(env)
+    assert "\nOnCalendar=*-*-* 03:45:00 UTC\nRandomizedDelaySec=30min\nPersistent=true\n" in timer
+    assert "\nWantedBy=timers.target\n" in timer
+    unit = schedule.service_unit(env)
+    assert "\nUser=deploy\nWorkingDirectory=/opt/jafar\n" in unit
+    assert "\nExecStart=/opt/jafar/scripts/backup.sh --project jafar-data\n" in unit
+    script = schedule.install(env)
+    assert script.startswith("set -e\n")
+    assert "chown deploy: /var/lib/prometheus/node-exporter/jafar_backup.prom" in script
+    assert "systemctl enable --now --quiet jafar-backup.timer" in script
+    assert subprocess.run(["sh", "-n", "-c", script], check=False).returncode == 0
+
+
+def test_backup_at_read_unquoted_by_yaml_is_still_the_time(environments):
+    from fabfile.config import load_environment
+    from tests.unit.test_config import ONE_HOST
+
+    environments(env_yaml(ONE_HOST, "backup_at: 04:05\n"))  # YAML 1.1: the number 245
+    assert load_environment("test").backup_at == "04:05"

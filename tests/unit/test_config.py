@@ -131,6 +131,8 @@ def test_adhoc_target_uses_defaults(environments):
      "environments.test.rotate_after_days: must be an integer from 1 to 3650"),
     (ONE_HOST, "compose_profiles: [kibana]\n",
      "environments.test.compose_profiles[0]: must be one of grafana"),
+    (ONE_HOST, "backup_at: '25:00'\n",
+     "environments.test.backup_at: invalid value '25:00'; a UTC time like 02:30"),
     (ONE_HOST, "gateway_bind: '::1'\n",
      "environments.test.gateway_bind: '::1' is not an IPv4 address"),
     (ONE_HOST, "gateway_bind: lb.example\n",
