@@ -7,7 +7,8 @@
 #   --id ID            the set's name (default: the UTC time, e.g. 20261203T154500Z)
 #   --project NAME     compose project of the data stack (default: jafar-data)
 #   --timeout SECONDS  how long Redis' BGSAVE may take (default: 600)
-#   --release TAG      the release running, recorded in the manifest (default: unknown)
+#   --release TAG      the release running, recorded in the manifest (default: the tag of
+#                      state/release.json when this host runs the core stack, else unknown)
 #
 # What a set holds (mode 0600 files in a 0700 folder):
 #   ledger.pgdump  pg_dump -Fc of the ledger database (run inside postgres-ledger, over its
@@ -88,6 +89,12 @@ done
     || die "$SECRETS_DIR/redis_password cannot be read in $(pwd) (run env.sync)"
 
 compose=(docker compose -p "$project" --env-file "$ENV_FILE" -f "$COMPOSE_FILE")
+
+# the release this host runs, when it runs the core stack too (state/release.json)
+if [ "$release" = unknown ] && [ -f state/release.json ]; then
+    release="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["tag"])' \
+        state/release.json 2>/dev/null || echo unknown)"
+fi
 
 umask 077
 mkdir -p "$DIR"

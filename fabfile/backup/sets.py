@@ -17,9 +17,11 @@ from dataclasses import dataclass
 
 from fabfile.backup import commands as cmd
 from fabfile.commands.compose import compose
+from fabfile.commands.state import read_release
 from fabfile.config import Environment, Host
 from fabfile.errors import BadInput, StepFailed
 from fabfile.flow import Pool, columns
+from fabfile.ops.state import parse_release
 from fabfile.services import JAFAR
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -112,12 +114,22 @@ def take(env: Environment, pool: Pool, backup_id: str) -> BackupSet:
     host = env.data_host
     remote = pool.get(host)
     pool.renew(host, remote)
-    out = remote.run(cmd.take(env, backup_id, env.tag, BACKUP_TIMEOUT),
+    out = remote.run(cmd.take(env, backup_id, running_release(env, pool), BACKUP_TIMEOUT),
                      timeout=BACKUP_TIMEOUT + 300).stdout
     if backup_id not in COMPLETE.findall(out):
         raise StepFailed(f"{host.name}: scripts/backup.sh did not say `backup {backup_id} "
                          "complete`")
     return find(list_sets(env, pool), backup_id)
+
+
+def running_release(env: Environment, pool: Pool) -> str:
+    """The tag the first core host runs (its state/release.json), for the manifest."""
+    core = env.hosts_with("core")
+    if not core:
+        return "unknown"
+    text = pool.get(core[0]).run(read_release(env.deploy_path)).stdout
+    release = parse_release(core[0].name, text)
+    return release.tag if release is not None else "unknown"
 
 
 def find(sets: list[BackupSet], backup_id: str) -> BackupSet:

@@ -67,6 +67,11 @@ def redis_digest() -> tuple[int, str]:
                                    ).hexdigest()
 
 
+def running() -> str:
+    """The tag the sandbox runs, as its core host records it."""
+    return json.loads(on_host("cat", "/opt/jafar/state/release.json").stdout)["tag"]
+
+
 def inv(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
     return run_inv(*args, "--host", "sandbox", timeout=timeout)
 
@@ -103,6 +108,7 @@ def test_a_backup_is_a_complete_set_with_a_manifest(taken):
     assert set(chosen["files"]) == {"ledger.pgdump", "redis.rdb"}
     assert all(len(f["sha256"]) == 64 and f["bytes"] > 0 for f in chosen["files"].values())
     assert chosen["stores"]["redis"]["aof"] == "on"
+    assert chosen["release"] == running()  # read from the core host by the task
     assert chosen["stores"]["redis"]["keys"] >= KEYS
     assert "skipped" in chosen["stores"]["mongo"]  # said, not faked
     folder = f"/opt/jafar/backups/{chosen['id']}"
@@ -183,7 +189,7 @@ def test_the_timer_is_installed_once_and_its_backup_runs_by_hand_and_is_reported
     # what the timer starts, by hand: the same script, as the deploy user, without the suite
     on_host("systemctl", "start", "jafar-backup.service", timeout=600)
     new = [s for s in sets() if s["id"] not in before]
-    assert len(new) == 1 and new[0]["release"] == "unknown", new
+    assert len(new) == 1 and new[0]["release"] == running(), new  # read by the script
     bridge = on_host("sh", "-c", "ip -4 -o addr show dev docker0 | awk '{split($4,a,\"/\"); "
                      "print a[1]}'").stdout.strip()
     metrics = on_host("curl", "-fsS", "--max-time", "10", f"http://{bridge}:9100/metrics").stdout
