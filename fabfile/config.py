@@ -66,7 +66,7 @@ ENV_KEYS = {
     "overlay", "awslogs_group", "aws_region", "host", "replicas", "max_replicas", "lock_ttl",
     "pool_size", "data_limits", "health_interval", "release", "gateway", "pins", "gateway_bind",
     "aws", "secrets", "rotate_after_days", "awslogs_retention_days", "awslogs_kms_key",
-    "hosts_from", "backup_at",
+    "hosts_from", "backup_at", "backup_keep",
 }
 HOSTS_FROM_KEYS = {"tags", "role_tag", "address", "user", "port", "key", "become"}
 ADDRESS_KINDS = {"private_ip": "PrivateIpAddress", "public_ip": "PublicIpAddress",
@@ -276,6 +276,7 @@ class Environment:
     max_replicas: int = 10             # the most `inv scale` accepts per service and core host
     lock_ttl: int = 600                # seconds without renewal after which a lock is stale
     backup_at: str = "02:30"           # UTC time of the daily backup (inv backup.schedule)
+    backup_keep: tuple[int, int, int] = (7, 4, 12)  # sets kept: newest per day, week, month
     pool_size: int = 10                # connections each service replica may open per store
     data_limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_DATA_LIMITS))
     health_interval: str = "10s"       # Docker health check interval of the core services
@@ -796,6 +797,7 @@ def _operations(check: _Checker, raw: dict[str, Any], key: str, adhoc: bool) -> 
         "max_replicas": max_replicas,
         "replicas": check.integer(raw.get("replicas", 1), f"{key}.replicas", 1, max_replicas),
         "lock_ttl": check.integer(raw.get("lock_ttl", 600), f"{key}.lock_ttl", 60, 86400),
+        "backup_keep": _keep(check, raw.get("backup_keep") or {}, f"{key}.backup_keep"),
         "backup_at": check.string(_clock(raw.get("backup_at", "02:30")), f"{key}.backup_at",
                                   _CLOCK, "a UTC time like 02:30 (00:00 to 23:59)"),
         "pool_size": check.integer(raw.get("pool_size", 10), f"{key}.pool_size", 1, 1000),
@@ -808,6 +810,18 @@ def _operations(check: _Checker, raw: dict[str, Any], key: str, adhoc: bool) -> 
         "release": _release(check, raw.get("release") or {}, f"{key}.release"),
         "gateway": _gateway(check, raw.get("gateway"), f"{key}.gateway", required=not adhoc),
     }
+
+
+KEEP_PERIODS = ("daily", "weekly", "monthly")
+
+
+def _keep(check: _Checker, value: Any, key: str) -> tuple[int, int, int]:
+    """backup_keep: {daily: 7, weekly: 4, monthly: 12} (each 0 to 1000; the newest set is
+    always kept)."""
+    raw = check.mapping(value, key, set(KEEP_PERIODS))
+    daily, weekly, monthly = (check.integer(raw.get(p, d), f"{key}.{p}", 0, 1000)
+                              for p, d in zip(KEEP_PERIODS, (7, 4, 12), strict=True))
+    return daily, weekly, monthly
 
 
 def _clock(value: Any) -> Any:

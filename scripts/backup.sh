@@ -2,11 +2,14 @@
 # Take one backup set of the data host's stores into backups/<ID>/ of the deploy path.
 #
 # Run on the data host, from the deploy path (`inv backup` runs exactly this; so can a timer):
-#     ./scripts/backup.sh [--id ID] [--project NAME] [--timeout SECONDS] [--release TAG]
+#     ./scripts/backup.sh [--id ID] [--project NAME] [--timeout SECONDS] [--keep D,W,M]
+#                         [--release TAG]
 #
 #   --id ID            the set's name (default: the UTC time, e.g. 20261203T154500Z)
 #   --project NAME     compose project of the data stack (default: jafar-data)
 #   --timeout SECONDS  how long Redis' BGSAVE may take (default: 600)
+#   --keep D,W,M       then keep only the newest set of each of the last D days, W weeks and
+#                      M months (scripts/backup_retention.py; default: remove nothing)
 #   --release TAG      the release running, recorded in the manifest (default: the tag of
 #                      state/release.json when this host runs the core stack, else unknown)
 #
@@ -40,6 +43,7 @@ id="$(date -u +%Y%m%dT%H%M%SZ)"
 project="jafar-data"
 timeout_s=600
 release="unknown"
+keep=""
 
 die() {
     echo "backup: error: $*" >&2
@@ -47,19 +51,20 @@ die() {
 }
 
 usage_error() {
-    echo "backup: $* (usage: ./scripts/backup.sh [--id ID] [--project NAME] [--timeout SECONDS] [--release TAG])" >&2
+    echo "backup: $* (usage: ./scripts/backup.sh [--id ID] [--project NAME] [--timeout SECONDS] [--keep D,W,M] [--release TAG])" >&2
     exit 2
 }
 
 while [ "$#" -gt 0 ]; do
     case "$1" in
-        --id | --project | --timeout | --release)
+        --id | --project | --timeout | --release | --keep)
             [ "$#" -ge 2 ] || usage_error "$1 needs a value"
             case "$1" in
                 --id) id="$2" ;;
                 --project) project="$2" ;;
                 --timeout) timeout_s="$2" ;;
                 --release) release="$2" ;;
+                --keep) keep="$2" ;;
             esac
             shift 2
             ;;
@@ -79,6 +84,8 @@ done
     || usage_error "--project must be a compose project name (lowercase letters, digits, - and _)"
 [[ "$timeout_s" =~ ^[1-9][0-9]{0,4}$ ]] \
     || usage_error "--timeout must be a whole number of seconds between 1 and 99999"
+[[ -z "$keep" || "$keep" =~ ^[0-9]{1,4},[0-9]{1,4},[0-9]{1,4}$ ]] \
+    || usage_error "--keep must be DAILY,WEEKLY,MONTHLY counts, e.g. 7,4,12"
 [[ "$release" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$ ]] \
     || usage_error "--release must be an image tag (letters, digits, . _ -)"
 
@@ -205,5 +212,9 @@ if [ -w "$TEXTFILE" ]; then
         done
     )"
     printf '%s\n' "$metrics" >"$TEXTFILE"
+fi
+if [ -n "$keep" ]; then
+    python3 scripts/backup_retention.py --keep "$keep" "$DIR" \
+        || die "set $id is complete, but applying --keep $keep failed"
 fi
 echo "backup $id complete"

@@ -24,11 +24,19 @@ def set_path(env: Environment, backup_id: str) -> str:
     return f"{env.deploy_path}/{BACKUP_DIR}/{backup_id}"
 
 
-def take(env: Environment, backup_id: str, release: str, timeout: int) -> str:
-    """`./scripts/backup.sh`: one set, named `backup_id`; its last line says it is complete."""
+def keep(env: Environment) -> str:
+    """backup_keep as the script's --keep (DAILY,WEEKLY,MONTHLY)."""
+    return ",".join(map(str, env.backup_keep))
+
+
+def take(env: Environment, backup_id: str, release: str, timeout: int,
+         retain: bool = True) -> str:
+    """`./scripts/backup.sh`: one set, named `backup_id`, then (with `retain`) the retention;
+    its last line says it is complete."""
+    retention = ["--keep", keep(env)] if retain else []
     script = shlex.join(["./scripts/backup.sh", "--id", backup_id, "--project",
                          compose_project(env, "data"), "--timeout", str(timeout),
-                         "--release", release])
+                         *retention, "--release", release])
     return f"cd {shlex.quote(env.deploy_path)} && {script}"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 
+from fabfile.backup.commands import keep
 from fabfile.commands.host import ensure_file, ensure_service
 from fabfile.config import Environment
 from fabfile.hosts.baseline import TEXTFILE_DIR
@@ -23,7 +24,7 @@ RANDOM_DELAY = "30min"
 
 def service_unit(env: Environment) -> str:
     script = shlex.join([f"{env.deploy_path}/scripts/backup.sh", "--project",
-                         compose_project(env, "data")])
+                         compose_project(env, "data"), "--keep", keep(env)])
     return f"""\
 # jafar: one backup set of the data stores (scripts/backup.sh). Installed by
 # `inv backup.schedule`; run it now with: systemctl start {SERVICE}

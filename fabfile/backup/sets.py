@@ -26,6 +26,7 @@ from fabfile.services import JAFAR
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 COMPLETE = re.compile(r"^backup (\S+) complete$", re.MULTILINE)
+REMOVED = re.compile(r"^removed (\S+)$", re.MULTILINE)
 BACKUP_TIMEOUT = 600    # Redis' BGSAVE; pg_dump is bounded by the remote command's own limit
 STORE_WAIT = 180        # a store, brought up empty, turning healthy
 STORES = tuple(cmd.STORE_FILES)
@@ -109,17 +110,20 @@ def list_sets(env: Environment, pool: Pool) -> list[BackupSet]:
     return parse_manifests(pool.get(env.data_host).run(cmd.manifests(env)).stdout)
 
 
-def take(env: Environment, pool: Pool, backup_id: str) -> BackupSet:
-    """Run scripts/backup.sh on the data host; the set it wrote, read back from its manifest."""
+def take(env: Environment, pool: Pool, backup_id: str,
+         retain: bool = True) -> tuple[BackupSet, list[str]]:
+    """Run scripts/backup.sh on the data host: the set it wrote, read back from its manifest,
+    and the ids the retention (backup_keep) removed."""
     host = env.data_host
     remote = pool.get(host)
     pool.renew(host, remote)
-    out = remote.run(cmd.take(env, backup_id, running_release(env, pool), BACKUP_TIMEOUT),
+    out = remote.run(cmd.take(env, backup_id, running_release(env, pool), BACKUP_TIMEOUT,
+                              retain),
                      timeout=BACKUP_TIMEOUT + 300).stdout
     if backup_id not in COMPLETE.findall(out):
         raise StepFailed(f"{host.name}: scripts/backup.sh did not say `backup {backup_id} "
                          "complete`")
-    return find(list_sets(env, pool), backup_id)
+    return find(list_sets(env, pool), backup_id), REMOVED.findall(out)
 
 
 def running_release(env: Environment, pool: Pool) -> str:
@@ -186,7 +190,7 @@ def restore(env: Environment, pool: Pool, chosen: BackupSet, stores: tuple[str, 
     safety_id = None
     if safety:
         safety_id = f"{new_id()}-before-restore"
-        take(env, pool, safety_id)
+        take(env, pool, safety_id, retain=False)  # the retention could remove `chosen`
         say(data.name, f"safety backup {safety_id} taken (what was there before the restore)")
     for store in stores:
         try:

@@ -51,9 +51,11 @@ def backup(c: Context, host: str | None = None) -> None:
     with remotes(env, session.printer) as pool:
         try:
             with Mutation(env, pool, [data], trail, operator, name=BACKUP_LOCK):
-                taken = sets.take(env, pool, backup_id)
+                taken, removed = sets.take(env, pool, backup_id)
                 detail = f"backup {taken.id}: {sets.human(taken.size)}, " + ", ".join(
                     f"{k} {v['sha256'][:12]}" for k, v in sorted(taken.files.items()))
+                if removed:
+                    detail += f"; backup_keep removed {', '.join(removed)}"
                 trail.add(data.name, "backup", "changed", detail)
                 session.printer.line(f"[{data.name}] ", detail)
         finally:

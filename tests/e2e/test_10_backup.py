@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.conftest import run_inv
-from tests.e2e.sandbox_helpers import HOST, inner, on_host
+from tests.e2e.sandbox_helpers import HOST, inner, on_host, sandbox_config
 
 ROWS = 500
 KEYS = 300
@@ -188,8 +188,11 @@ def test_the_timer_is_installed_once_and_its_backup_runs_by_hand_and_is_reported
     before = {s["id"] for s in sets()}
     # what the timer starts, by hand: the same script, as the deploy user, without the suite
     on_host("systemctl", "start", "jafar-backup.service", timeout=600)
-    new = [s for s in sets() if s["id"] not in before]
+    after = sets()
+    new = [s for s in after if s["id"] not in before]
     assert len(new) == 1 and new[0]["release"] == running(), new  # read by the script
+    # backup_keep (7 days, 4 weeks, 12 months): of today's sets only the newest stays
+    assert [s["id"] for s in after if s["id"][:8] == new[0]["id"][:8]] == [new[0]["id"]]
     bridge = on_host("sh", "-c", "ip -4 -o addr show dev docker0 | awk '{split($4,a,\"/\"); "
                      "print a[1]}'").stdout.strip()
     metrics = on_host("curl", "-fsS", "--max-time", "10", f"http://{bridge}:9100/metrics").stdout
@@ -198,3 +201,22 @@ def test_the_timer_is_installed_once_and_its_backup_runs_by_hand_and_is_reported
     assert stamp, "node_exporter does not report the backup"
     assert abs(float(stamp[0].split()[1]) - time.time()) < 600
     assert 'jafar_backup_last_bytes{file="ledger.pgdump"}' in metrics
+
+
+def test_backup_keep_removes_the_sets_it_does_not_keep(taken, tmp_path):
+    """Last in this file: it removes the sets the tests above made. backup_keep {daily: 2}:
+    the newest set of the last two days that have one."""
+    newest = sets()[-1]["id"]  # the timer's run above kept only that one of today
+    src = f"/opt/jafar/backups/{newest}"
+    for old in ("20200101T000000Z", "20200102T000000Z"):
+        on_host("sh", "-c", f"cp -a {src} /opt/jafar/backups/{old} && sed -i "
+                f"'s/\"id\": \"[^\"]*\"/\"id\": \"{old}\"/' /opt/jafar/backups/{old}/manifest.json")
+    before = [s["id"] for s in sets()]
+    extra = sandbox_config(tmp_path, backup_keep={"daily": 2, "weekly": 0, "monthly": 0})
+    done = run_inv("backup", "--host", "sandbox", env=extra, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = [s["id"] for s in sets()]
+    assert after[0] == "20200102T000000Z" and len(after) == 2, after
+    removed = sorted(set(before) - set(after))
+    assert f"backup_keep removed {', '.join(removed)}" in done.stdout
+    assert removed == ["20200101T000000Z", newest]  # today's newest is the new one now

@@ -25,7 +25,11 @@ def sandbox():
 def test_take_runs_the_script_an_operator_runs(sandbox):
     assert cmd.take(sandbox, "20261203T101500Z", "v1.4.2", 600) == (
         "cd /opt/jafar && ./scripts/backup.sh --id 20261203T101500Z --project jafar-data "
-        "--timeout 600 --release v1.4.2")
+        "--timeout 600 --keep 7,4,12 --release v1.4.2")
+    # the safety backup of a restore: no retention (it could remove the set being restored)
+    assert cmd.take(sandbox, "X-before-restore", "v1", 600, retain=False) == (
+        "cd /opt/jafar && ./scripts/backup.sh --id X-before-restore --project jafar-data "
+        "--timeout 600 --release v1")
 
 
 def test_manifests_and_checksums(sandbox):
@@ -126,7 +130,8 @@ def test_the_timer_runs_daily_at_backup_at_with_a_random_delay(sandbox):
     assert "\nWantedBy=timers.target\n" in timer
     unit = schedule.service_unit(env)
     assert "\nUser=deploy\nWorkingDirectory=/opt/jafar\n" in unit
-    assert "\nExecStart=/opt/jafar/scripts/backup.sh --project jafar-data\n" in unit
+    assert "\nExecStart=/opt/jafar/scripts/backup.sh --project jafar-data --keep 7,4,12\n" \
+        in unit
     script = schedule.install(env)
     assert script.startswith("set -e\n")
     assert "chown deploy: /var/lib/prometheus/node-exporter/jafar_backup.prom" in script
@@ -140,3 +145,60 @@ def test_backup_at_read_unquoted_by_yaml_is_still_the_time(environments):
 
     environments(env_yaml(ONE_HOST, "backup_at: 04:05\n"))  # YAML 1.1: the number 245
     assert load_environment("test").backup_at == "04:05"
+
+
+def retention():
+    import importlib.util
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("backup_retention",
+                                                  ROOT / "scripts" / "backup_retention.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_retention_keeps_the_newest_set_of_each_day_week_and_month():
+    r = retention()
+    # two sets a day for 60 days back from 2026-12-03 (a Thursday), plus odd names
+    days = [f"202612{d:02d}" for d in range(3, 0, -1)] + [f"202611{d:02d}" for d in
+                                                          range(30, 0, -1)] + \
+        [f"202610{d:02d}" for d in range(31, 3, -1)]
+    ids = [f"{d}T{h}0000Z" for d in days for h in ("23", "02")] + ["notes", "x-1"]
+    kept = r.to_keep(ids, 3, 2, 2)
+    assert kept == {
+        "notes", "x-1",                                          # never judged
+        "20261203T230000Z", "20261202T230000Z", "20261201T230000Z",  # 3 days
+        "20261129T230000Z",            # the newest of the previous ISO week (23-29 Nov)
+        "20261130T230000Z",            # the newest of November
+    }
+    assert r.to_keep(ids, 0, 0, 0) == {"notes", "x-1", "20261203T230000Z"}  # newest always
+    assert "20261203T020000Z-before-restore" in r.to_keep(
+        ["20261203T020000Z-before-restore", "20261202T020000Z"], 1, 0, 0)
+
+
+def test_retention_removes_what_it_does_not_keep(tmp_path):
+    r = retention()
+    for name in ("20261201T000000Z", "20261202T000000Z", "20261202T120000Z", "odd"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text("{}")
+    (tmp_path / ".20261203T000000Z.partial").mkdir()  # being written: not a set
+    assert r.main(["--keep", "1,0,0", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".20261203T000000Z.partial", "20261202T120000Z", "odd"]
+    assert r.main(["--keep", "7,4", str(tmp_path)]) == 2
+
+
+def test_backup_keep_is_validated(environments):
+    from fabfile.config import load_environment
+    from tests.unit.test_config import ONE_HOST
+
+    environments(env_yaml(ONE_HOST, "backup_keep: {daily: 3}\n"))
+    assert load_environment("test").backup_keep == (3, 4, 12)
+    environments(env_yaml(ONE_HOST, "backup_keep: {hourly: 3}\n"))
+    with pytest.raises(BadInput, match="backup_keep.hourly: unknown key"):
+        load_environment("test")
+    environments(env_yaml(ONE_HOST, "backup_keep: {daily: -1}\n"))
+    with pytest.raises(BadInput, match="backup_keep.daily: must be an integer from 0 to 1000"):
+        load_environment("test")
