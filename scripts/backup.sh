@@ -108,6 +108,8 @@ mkdir -p "$DIR"
 chmod 0700 "$DIR"
 exec 9>"$DIR/.lock"
 flock -n 9 || die "another backup is running on this host (it holds $DIR/.lock); wait for it"
+[ ! -e "$DIR/.restoring" ] \
+    || die "a restore of set $(head -c 64 "$DIR/.restoring") is under way or failed: backups wait until a restore succeeds (inv restore)"
 [ ! -e "$DIR/$id" ] || die "a backup named $id already exists in $DIR"
 work="$DIR/.$id.partial"
 rm -rf "$work"

@@ -52,6 +52,20 @@ def check_files(env: Environment, backup_id: str) -> str:
             "sha256sum --quiet --strict -c SHA256SUMS 2>&1")
 
 
+RESTORING = ".restoring"  # in backups/: while it is there, scripts/backup.sh refuses to run
+
+
+def mark_restoring(env: Environment, backup_id: str) -> str:
+    """From here until the restore succeeds no backup runs (it would save half-loaded stores,
+    and its retention could then drop good sets)."""
+    return (f"cd {shlex.quote(env.deploy_path)} && "
+            f"echo {shlex.quote(backup_id)} > {BACKUP_DIR}/{RESTORING}")
+
+
+def unmark_restoring(env: Environment) -> str:
+    return f"cd {shlex.quote(env.deploy_path)} && rm -f {BACKUP_DIR}/{RESTORING}"
+
+
 def remove_store(env: Environment, store: str) -> str:
     """Stop and remove the store's container, then its data volume (gone already: fine)."""
     service = BY_NAME[STORE_SERVICES[store]]

@@ -192,13 +192,16 @@ def restore(env: Environment, pool: Pool, chosen: BackupSet, stores: tuple[str, 
         safety_id = f"{new_id()}-before-restore"
         take(env, pool, safety_id, retain=False)  # the retention could remove `chosen`
         say(data.name, f"safety backup {safety_id} taken (what was there before the restore)")
+    remote.run(cmd.mark_restoring(env, chosen.id))
     for store in stores:
         try:
             load_store(env, pool, store, chosen.id)
         except StepFailed as exc:
-            raise StepFailed(f"{exc}; {', '.join(services)} stay stopped until a restore "
-                             "succeeds (run it again, or restore another set)") from None
+            raise StepFailed(f"{exc}; {', '.join(services)} stay stopped and backups wait "
+                             "until a restore succeeds (run it again, or restore another "
+                             "set)") from None
         say(data.name, f"{store}: emptied and loaded from {chosen.stores[store]['file']}")
+    remote.run(cmd.unmark_restoring(env))
     for host in core:
         pool.renew(host, pool.get(host))
         pool.get(host).run(compose(env, "core", "start", *services), timeout=300)

@@ -176,6 +176,18 @@ def test_a_restore_first_backs_up_what_is_there(taken):
             "risk-service (they write to redis)") in restored.stdout
 
 
+def test_no_backup_runs_while_a_restore_is_unfinished(taken):
+    """What a restore leaves until it succeeds: a backup then would save half-loaded stores."""
+    on_host("sh", "-c", "echo 20261203T000000Z > /opt/jafar/backups/.restoring")
+    try:
+        refused = inv("backup")
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert ("a restore of set 20261203T000000Z is under way or failed: backups wait until "
+                "a restore succeeds") in refused.stderr
+    finally:
+        on_host("rm", "-f", "/opt/jafar/backups/.restoring")
+
+
 def test_the_timer_is_installed_once_and_its_backup_runs_by_hand_and_is_reported(taken):
     first = inv("backup.schedule")
     assert first.returncode == 0, first.stdout + first.stderr

@@ -40,6 +40,11 @@ def test_manifests_and_checksums(sandbox):
         "cd /opt/jafar/backups/X1 && sha256sum --quiet --strict -c SHA256SUMS 2>&1")
 
 
+def test_a_restore_marks_the_host_so_that_no_backup_runs_meanwhile(sandbox):
+    assert cmd.mark_restoring(sandbox, "X1") == "cd /opt/jafar && echo X1 > backups/.restoring"
+    assert cmd.unmark_restoring(sandbox) == "cd /opt/jafar && rm -f backups/.restoring"
+
+
 def test_a_store_is_removed_with_its_volume_and_brought_up_empty(sandbox):
     assert cmd.remove_store(sandbox, "ledger") == (
         f"{DATA} rm --stop --force postgres-ledger && "
