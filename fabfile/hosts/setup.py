@@ -242,13 +242,39 @@ def sshd_script(env: Environment) -> str:
         '  echo "sshd -t rejected the new config, previous one restored: $err" >&2',
         "  exit 3",
         "fi",
-        "systemctl reload ssh",
+        reload_sshd(),
     ])
 
 
 def restore_sshd_script() -> str:
-    return (f"if [ -f {SSHD_DROPIN}.jafar-prev ]; then mv -f {SSHD_DROPIN}.jafar-prev "
-            f"{SSHD_DROPIN}; else rm -f {SSHD_DROPIN}; fi; systemctl reload ssh")
+    return "\n".join([f"if [ -f {SSHD_DROPIN}.jafar-prev ]; then mv -f {SSHD_DROPIN}.jafar-prev "
+                      f"{SSHD_DROPIN}; else rm -f {SSHD_DROPIN}; fi", reload_sshd()])
+
+
+#: The sockets the main sshd holds open (its listeners, and its stdio to the journal).
+SSHD_SOCKETS = ("ls -l /proc/\"$(systemctl show -p MainPID --value ssh)\"/fd 2>/dev/null "
+                "| grep -o 'socket:\\[[0-9]*\\]' | sort")
+
+
+def reload_sshd(seconds: int = 10) -> str:
+    """`systemctl reload ssh`, then wait until sshd has re-executed: reload returns once SIGHUP
+    is sent, and a login accepted before sshd acts on it still meets the old config (which is
+    how a lockout check once passed a drop-in that denied the deploy user). sshd re-executes
+    with new listening sockets, so wait until they differ; not at all → exit 4.
+    (Not `restart`: systemd's start limit can leave sshd stopped after a few in a row.)"""
+    return "\n".join([
+        f"before=$({SSHD_SOCKETS})",
+        "systemctl reload ssh",
+        "reloaded=no",
+        f"for _ in $(seq {seconds * 10}); do",
+        f"  now=$({SSHD_SOCKETS})",
+        '  if [ "$now" != "$before" ] && [ "$(echo "$now" | wc -l)" -ge '
+        '"$(echo "$before" | wc -l)" ]; then reloaded=yes; break; fi',
+        "  sleep 0.1",
+        "done",
+        f'[ "$reloaded" = yes ] || {{ echo "sshd did not re-execute within {seconds} s of '
+        'systemctl reload ssh" >&2; exit 4; }',
+    ])
 
 
 def ufw_rules(env: Environment, host: Host) -> list[str]:

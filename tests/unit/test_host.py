@@ -94,6 +94,38 @@ def test_sshd_extra_lines_are_appended():
                                           "AllowGroups deploy\n")
 
 
+def fake_sshd(bin_dir: Path, reexecutes: bool) -> None:
+    """`systemctl` and `ls` stand-ins: the main sshd's fds are a file that a reload rewrites
+    (new listening sockets) only when `reexecutes`."""
+    fds = bin_dir / "fds"
+    fds.write_text("socket:[1]\nsocket:[2]\nsocket:[3]\n")
+    after = "socket:[1]\\nsocket:[7]\\nsocket:[8]" if reexecutes else "socket:[1]"
+    (bin_dir / "systemctl").write_text(
+        "#!/bin/sh\n"
+        'case "$1" in show) echo 42;; reload) echo reload >> "$(dirname "$0")/calls"; '
+        f'printf "{after}\\n" > "$(dirname "$0")/fds";; esac\n')
+    (bin_dir / "ls").write_text('#!/bin/sh\ncat "$(dirname "$0")/fds"\n')
+    for name in ("systemctl", "ls"):
+        (bin_dir / name).chmod(0o755)
+
+
+@pytest.mark.parametrize("reexecutes, code", [(True, 0), (False, 4)])
+def test_an_sshd_reload_waits_until_sshd_has_new_listeners(tmp_path, reexecutes, code):
+    fake_sshd(tmp_path, reexecutes)
+    r = subprocess.run(["sh", "-eu", "-c", host.reload_sshd(seconds=1)], capture_output=True,
+                       text=True, env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, timeout=30)
+    assert (r.returncode, r.stderr) == (code, "" if reexecutes else
+                                        "sshd did not re-execute within 1 s of "
+                                        "systemctl reload ssh\n")
+    assert (tmp_path / "calls").read_text() == "reload\n"
+
+
+def test_the_sshd_drop_in_and_its_undo_both_wait_for_the_reload():
+    env = shipped("sandbox")
+    assert host.sshd_script(env).endswith(host.reload_sshd())
+    assert host.restore_sshd_script().endswith(host.reload_sshd())
+
+
 def keygen(path: Path) -> Path:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
     return path
