@@ -301,18 +301,25 @@ def build_base(*, force: bool, verbose: bool, log: Log) -> BuildResult:
     return BuildResult(BASE, ref, "built", time.monotonic() - start)
 
 
-def run_hook(context: Path, *, verbose: bool) -> None:
+def run_hook(context: Path, *, verbose: bool) -> list[str]:
+    """Run the context's fetch-vendor.sh; return the one-line notes it left for the log (what
+    the image is built without, say) in the file JAFAR_SANDBOX_NOTES names."""
     hook = context / HOOK
     if not hook.exists():
-        return
-    env = dict(os.environ, JAFAR_SANDBOX_CONTEXT=str(context))
-    _run(["bash", str(hook)], cwd=context, env=env, timeout=HOOK_TIMEOUT, verbose=verbose)
+        return []
+    with tempfile.NamedTemporaryFile(prefix="jafar-sandbox-notes-", suffix=".txt") as notes:
+        env = dict(
+            os.environ, JAFAR_SANDBOX_CONTEXT=str(context), JAFAR_SANDBOX_NOTES=notes.name
+        )
+        _run(["bash", str(hook)], cwd=context, env=env, timeout=HOOK_TIMEOUT, verbose=verbose)
+        return [line for line in Path(notes.name).read_text().splitlines() if line.strip()]
 
 
 def build_image(name: str, base_ref: str, *, force: bool, verbose: bool, log: Log) -> BuildResult:
     context = IMAGES_DIR / name
     start = time.monotonic()
-    run_hook(context, verbose=verbose)
+    for note in run_hook(context, verbose=verbose):
+        log(f"sandbox.build: {name}: {note}")
     tag = context_hash(context, base_ref)
     ref = f"{PREFIX}/{name}:{tag}"
     if not force and image_exists(ref):

@@ -4,8 +4,10 @@ This is NOT MongoDB. No MongoDB server can be installed on the machines the jafa
 on, so the sandbox's data stack runs this stand-in under the name ``mongod``. It implements the
 small subset of mongod that the deploy suite and its clients (mongosh, pymongo, the Node driver)
 use: the handshake, SCRAM authentication, a replica set's initiate/status/config, user
-management, and basic insert/find/count. Every command it does not implement fails with
-CommandNotFound (code 59); it never answers ok to something it did not do.
+management, basic insert/find/count, and what the real mongodump and mongorestore need
+(collections, indexes with unique ones enforced, cursors; no oplog). Every command it does
+not implement fails with CommandNotFound (code 59); it never answers ok to something it did
+not do.
 """
 
 from __future__ import annotations

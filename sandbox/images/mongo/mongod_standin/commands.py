@@ -24,6 +24,8 @@ from . import (
     STANDIN_NAME,
     VERSION,
     VERSION_ARRAY,
+    catalog,
+    cursors,
     log,
     replset,
     roles,
@@ -264,7 +266,7 @@ _PARAMETERS = {
 @command("getParameter")
 def cmd_get_parameter(conn: Connection, db: str, doc: dict) -> dict:
     _admin_only("getParameter", db)
-    conn.require("getParameter", "clusterMonitor")
+    conn.require("getParameter", "getParameter")
     selector = doc["getParameter"]
     if isinstance(selector, dict):
         if set(selector) - {"allParameters", "showDetails"} or selector.get("showDetails"):
@@ -315,8 +317,14 @@ def cmd_get_log(conn: Connection, db: str, doc: dict) -> dict:
 
 @command("endSessions")
 def cmd_end_sessions(conn: Connection, db: str, doc: dict) -> dict:
-    # Nothing to end at once: as in mongod, an ended session's retryable writes are kept until
-    # its entry expires (sessions.py).
+    # As in mongod, an ended session's retryable writes are kept until its entry expires
+    # (sessions.py); its open cursors are killed.
+    ended = doc["endSessions"]
+    if not isinstance(ended, list):
+        raise wrong_type("endSessions.endSessions", ended, "array")
+    conn.member.cursors.close_sessions(
+        [s.get("id") for s in ended if isinstance(s, dict) and s.get("id") is not None]
+    )
     return {}
 
 
@@ -441,7 +449,7 @@ def cmd_standin_sync(conn: Connection, db: str, doc: dict) -> dict:
     conn.require("standinSync", "internal")
     _need_replset(conn.member)
     version = conn.member.receive_snapshot(
-        doc["users"], doc["data"], doc["repl"], doc.get("sessions")
+        doc["users"], doc["data"], doc["repl"], doc.get("sessions"), doc.get("catalog")
     )
     return {"repl": version}
 
@@ -1052,25 +1060,24 @@ def cmd_insert(conn: Connection, db: str, doc: dict) -> dict:
         # Under the lock from the session check to the record of what ran: a retry arriving
         # while the first attempt runs waits, then finds its statements done.
         txn = sessions.begin(store, retryable) if retryable else None
-        target = store.state["data"].setdefault(db, {}).setdefault(coll, [])
+        target, created = catalog.ensure_collection(store, db, coll)
+        # the keys of _id_ and of each unique index, taken once for the whole batch
+        keys = catalog.UniqueKeys(store, db, coll, target)
         for index, item in enumerate(documents):
             if txn is not None and txn.executed(stmt_ids[index]):
                 retried.append(stmt_ids[index])  # done by an earlier attempt: not again
                 continue
+            if not isinstance(item, dict):
+                raise CommandError(14, "insert documents must be objects")
             if "_id" not in item:
                 item = {"_id": ObjectId(), **item}
-            if any(_equal(existing["_id"], item["_id"]) for existing in target):
-                errors.append(
-                    {
-                        "index": index,
-                        "code": 11000,
-                        "errmsg": f"E11000 duplicate key error collection: {db}.{coll} index: _id_ "
-                        f"dup key: {{ _id: {item['_id']!r} }}",
-                    }
-                )
+            duplicate = keys.conflict(item)
+            if duplicate is not None:
+                errors.append({"index": index, "code": 11000, "errmsg": duplicate})
                 if ordered:
                     break
                 continue
+            keys.add(item)
             target.append(item)
             if txn is not None:
                 txn.record(stmt_ids[index])
@@ -1080,8 +1087,8 @@ def cmd_insert(conn: Connection, db: str, doc: dict) -> dict:
         reply["writeErrors"] = errors
     if retried:
         reply["retriedStmtIds"] = retried
-    if n or retried:
-        reply.update(_persist_and_replicate(conn, doc, changed=bool(n)))
+    if n or retried or created:
+        reply.update(_persist_and_replicate(conn, doc, changed=bool(n or created)))
     return reply
 
 
@@ -1090,9 +1097,43 @@ def _check_plain_query(doc: dict, name: str) -> None:
         raise not_implemented(f"{name} with sort")
     if doc.get("projection"):
         raise not_implemented(f"{name} with a projection")
-    for key in ("hint", "collation", "min", "max", "tailable", "awaitData"):
+    for key in ("collation", "min", "max", "tailable", "awaitData", "returnKey", "showRecordId",
+                "oplogReplay"):
         if doc.get(key):
             raise not_implemented(f"{name} with {key}")
+
+
+# Namespaces a mongod replica set member has and the stand-in does not: reading them fails
+# (never an empty answer that would pass for "no entries"), so `mongodump --oplog` stops before
+# it writes an archive that claims an oplog.
+NO_OPLOG = {("local", "oplog.rs"), ("local", "oplog.$main"), ("config", "transactions")}
+
+
+def _check_oplog(db: str, coll: str) -> None:
+    if (db, coll) in NO_OPLOG:
+        raise not_implemented(
+            f"an oplog (asked for {db}.{coll}: it has no local.oplog.rs and no "
+            "config.transactions), so point-in-time backups (mongodump --oplog), oplog replay "
+            "and change streams are not available"
+        )
+
+
+def _hint_reverses(store: object, db: str, coll: str, hint: object, name: str) -> bool:
+    """find/count `hint`: {$natural: 1} (insertion order, what the stand-in returns anyway) or
+    {$natural: -1} (reversed). A hint naming an index that exists would change the order of the
+    results to the index's: not implemented; one naming no index fails as in mongod (2)."""
+    if hint is None or hint == {} or hint == "":
+        return False
+    if isinstance(hint, dict) and list(hint) == ["$natural"]:
+        direction = hint["$natural"]
+        if direction in (1, -1) and not isinstance(direction, bool):
+            return direction == -1
+        raise CommandError(2, "$natural hint may only accept 1 or -1")
+    specs = catalog.index_specs(store, db, coll)
+    if any(hint in (spec["name"], spec["key"]) for spec in specs):
+        raise not_implemented(f"{name} with a hint of an index (only {{$natural: 1}} or -1)")
+    raise CommandError(2, "error processing query: hint provided does not correspond to an "
+                          "existing index")
 
 
 def _slice(docs: list, skip: object, limit: object) -> list:
@@ -1108,19 +1149,44 @@ def _matching(conn: Connection, db: str, doc: dict, name: str, filter_key: str) 
     """The documents a find or count selects, after the same checks for both."""
     coll = _collection_name(doc, name)
     conn.require(name, "read", db)
+    _check_oplog(db, coll)
     _check_system(db, coll)
     _check_readable(conn, doc)
     _check_plain_query(doc, name)
-    with conn.member.store.lock:
+    store = conn.member.store
+    with store.lock:
+        reverse = _hint_reverses(store, db, coll, doc.get("hint"), name)
         docs = [d for d in _documents(conn, db, coll) if matches(d, doc.get(filter_key) or {})]
+    if reverse:
+        docs.reverse()
     return _slice(docs, doc.get("skip"), doc.get("limit"))
+
+
+def collection_alive(conn: Connection, db: str, coll: str) -> Callable[[], bool]:
+    """For a cursor over db.coll: whether the collection it was opened on still exists (a drop,
+    or a drop and a new collection of that name, kill it; a replication snapshot does not)."""
+    store = conn.member.store
+    uuid_then = catalog.entry(store, db, coll).get("uuid")
+
+    def alive() -> bool:
+        with store.lock:
+            return catalog.exists(store, db, coll) and (
+                catalog.entry(store, db, coll).get("uuid") == uuid_then
+            )
+
+    return alive
 
 
 @command("find")
 def cmd_find(conn: Connection, db: str, doc: dict) -> dict:
+    coll = _collection_name(doc, "find")
+    batch_size = cursors.batch_size_of(doc.get("batchSize"), "find", cursors.DEFAULT_FIRST_BATCH)
+    alive = collection_alive(conn, db, coll)
     docs = _matching(conn, db, doc, "find", "filter")
-    ns = f"{db}.{_collection_name(doc, 'find')}"
-    return {"cursor": {"firstBatch": docs, "id": Int64(0), "ns": ns}}
+    single = bool(doc.get("singleBatch")) or (
+        isinstance(doc.get("limit"), (int, float)) and doc["limit"] < 0
+    )
+    return cursors.first_reply(conn, doc, f"{db}.{coll}", docs, batch_size, alive, single)
 
 
 @command("count")
@@ -1135,15 +1201,27 @@ def cmd_aggregate(conn: Connection, db: str, doc: dict) -> dict:
         raise not_implemented("collection-less aggregate")
     coll = _collection_name(doc, "aggregate")
     conn.require("aggregate", "read", db)
+    _check_oplog(db, coll)
     _check_system(db, coll)
     _check_readable(conn, doc)
-    if doc.get("explain") or doc.get("collation") or doc.get("hint"):
-        raise not_implemented("aggregate with explain, collation or hint")
+    if doc.get("explain") or doc.get("collation"):
+        raise not_implemented("aggregate with explain or collation")
     pipeline = doc.get("pipeline")
     if not isinstance(pipeline, list):
         raise CommandError(14, "'pipeline' option must be specified as an array")
-    with conn.member.store.lock:
+    spec = doc.get("cursor") or {}
+    batch_size = cursors.batch_size_of(
+        spec.get("batchSize") if isinstance(spec, dict) else None,
+        "aggregate.cursor",
+        cursors.DEFAULT_FIRST_BATCH,
+    )
+    alive = collection_alive(conn, db, coll)
+    store = conn.member.store
+    with store.lock:
+        reverse = _hint_reverses(store, db, coll, doc.get("hint"), "aggregate")
         docs = _documents(conn, db, coll)
+    if reverse:
+        docs.reverse()
     for stage in pipeline:
         if not isinstance(stage, dict) or len(stage) != 1:
             raise CommandError(
@@ -1165,7 +1243,7 @@ def cmd_aggregate(conn: Connection, db: str, doc: dict) -> dict:
                 f"the aggregation stage {op} "
                 "($match, $limit, $skip, $count, constant-_id $group only)"
             )
-    return {"cursor": {"firstBatch": docs, "id": Int64(0), "ns": f"{db}.{coll}"}}
+    return cursors.first_reply(conn, doc, f"{db}.{coll}", docs, batch_size, alive)
 
 
 def _is_expression(value: object) -> bool:
@@ -1231,26 +1309,33 @@ def cmd_list_databases(conn: Connection, db: str, doc: dict) -> dict:
 
 @command("listCollections")
 def cmd_list_collections(conn: Connection, db: str, doc: dict) -> dict:
-    if not (
-        roles.allows(conn.effective_roles(), "read", db)
-        or roles.allows(conn.effective_roles(), "dbAdmin", db)
-    ):
-        conn.require("listCollections", "read", db)
+    conn.require("listCollections", "listCollections", db)
     _check_readable(conn, doc)
-    with conn.member.store.lock:
-        names = sorted(conn.member.store.state["data"].get(db, {}))
+    spec = doc.get("cursor") or {}
+    batch_size = cursors.batch_size_of(
+        spec.get("batchSize") if isinstance(spec, dict) else None, "listCollections.cursor", None
+    )
+    store = conn.member.store
+    with store.lock:
+        names = sorted(catalog.collections(store, db))
+        infos = {name: catalog.entry(store, db, name) for name in names}
     entries = []
     for name in names:
         if doc.get("nameOnly"):
             entry = {"name": name, "type": "collection"}
         else:
+            info = {"readOnly": False}
+            if "uuid" in infos[name]:
+                info["uuid"] = infos[name]["uuid"]
             entry = {
                 "name": name,
                 "type": "collection",
-                "options": {},
-                "info": {"readOnly": False},
-                "idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"},
+                "options": dict(infos[name].get("options", {})),
+                "info": info,
+                "idIndex": dict(catalog.ID_INDEX),
             }
         if matches(entry, doc.get("filter") or {}):
             entries.append(entry)
-    return {"cursor": {"id": Int64(0), "ns": f"{db}.$cmd.listCollections", "firstBatch": entries}}
+    return cursors.first_reply(
+        conn, doc, f"{db}.$cmd.listCollections", entries, batch_size, lambda: True
+    )

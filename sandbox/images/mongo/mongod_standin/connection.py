@@ -6,7 +6,15 @@ import ipaddress
 import os
 from typing import TYPE_CHECKING
 
-from . import commands, log, roles, sessions, tls, wire
+from . import (
+    collection_commands,  # noqa: F401 - registers its commands in commands.COMMANDS
+    commands,
+    log,
+    roles,
+    sessions,
+    tls,
+    wire,
+)
 from .errors import CommandError, error_reply
 
 if TYPE_CHECKING:

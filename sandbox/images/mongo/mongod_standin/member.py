@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from bson import Int64, ObjectId
 
 from . import log, replset, scram, wire
+from .cursors import CursorRegistry
 from .errors import CommandError
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ class Member:
         self.hb_wake = threading.Event()
         self.stopping = threading.Event()
         self.initiate_lock = threading.Lock()
+        self.cursors = CursorRegistry()  # open cursors (getMore), this member's own
 
     # ---- replica set view -------------------------------------------------------------
     @property
@@ -290,6 +292,7 @@ class Member:
                 "standinSync": 1,
                 "users": copy.deepcopy(self.store.state["users"]),
                 "data": copy.deepcopy(self.store.state["data"]),
+                "catalog": copy.deepcopy(self.store.state.get("catalog", {})),
                 "sessions": copy.deepcopy(self.store.state.get("sessions", {})),
                 "repl": self.store.repl_version(),
             }
@@ -323,7 +326,12 @@ class Member:
         return acks
 
     def receive_snapshot(
-        self, users: list, data: dict, version: list, sessions: dict | None = None
+        self,
+        users: list,
+        data: dict,
+        version: list,
+        sessions: dict | None = None,
+        catalog: dict | None = None,
     ) -> list:
         if self.state() != "SECONDARY":
             raise CommandError(
@@ -337,6 +345,8 @@ class Member:
             self.store.state["data"] = data
             if sessions is not None:  # the retryable writes' table goes with the documents
                 self.store.state["sessions"] = sessions
+            if catalog is not None:  # the collections' options, UUIDs and indexes too
+                self.store.state["catalog"] = catalog
             self.store.state["repl"] = {"epoch": version[0], "seq": int(version[1])}
             self.store.save()
             return self.store.repl_version()

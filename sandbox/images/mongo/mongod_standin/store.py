@@ -7,6 +7,8 @@ Layout of the state document:
     data:     {db: {collection: [documents]}}
     sessions: {"<lsid id>:<uid>": {txnNumber, executed: [[first, last] stmtId ranges], lastUse}}
               the retryable writes' table (sessions.py); absent from older state files
+    catalog:  {db: {collection: {uuid, options, indexes}}}  (catalog.py); absent from older
+              state files
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class Store:
                 "users": [],
                 "data": {},
                 "sessions": {},
+                "catalog": {},
             }
 
     def save(self) -> None:
