@@ -17,7 +17,7 @@ SUFFIX = "_clone"
 MAX_BASE = 63 - len(SUFFIX)  # PostgreSQL's name limit, and ours (envfile.NAME)
 # the password key -> the user key it belongs to
 USERS = {"LEDGER_DB_PASSWORD": "LEDGER_DB_USER", "MONGO_APP_PASSWORD": "MONGO_APP_USER",
-         "MONGO_LEDGER_PASSWORD": "MONGO_LEDGER_USER"}
+         "MONGO_LEDGER_PASSWORD": "MONGO_LEDGER_USER", "MONGO_BACKUP_PASSWORD": "MONGO_BACKUP_USER"}
 DERIVED = ("LEDGER_DB_ROLE",)  # keys env.sync adds to a host's .env.ec2
 
 

@@ -48,6 +48,7 @@ CHARSETS: dict[str, tuple[re.Pattern[str], str]] = {
                  f"one or two keys of {MIN_SECRET_LENGTH}+ printable characters, comma "
                  "separated, no spaces"),
     "MONGO_APP_DB": NAME, "MONGO_APP_USER": NAME, "MONGO_LEDGER_USER": NAME,
+    "MONGO_BACKUP_USER": NAME,
     "MONGO_ROOT_USERNAME": NAME, "LEDGER_DB_NAME": NAME, "LEDGER_DB_USER": NAME,
     "POSTGRES_USER": NAME,
     "REDIS_PORT": (re.compile(r"[1-9][0-9]{0,4}"), "a port number"),

@@ -56,6 +56,7 @@ SANDBOX_VALUES = {
     "MONGO_APP_DB": "jafar",
     "MONGO_APP_USER": "jafar_app",
     "MONGO_LEDGER_USER": "jafar_ledger_reader",
+    "MONGO_BACKUP_USER": "jafar_backup",
     "MONGO_ROOT_USERNAME": "jafar_root",
     "REDIS_PORT": "6379",
     "POSTGRES_PORT": "5432",

@@ -23,7 +23,7 @@ class Service:
     route: str | None = None    # the gateway's location prefix for a jafar service
     uses: tuple[str, ...] = ()  # data stores it connects to (its pool counts against them)
     uid: int = 0                # the user its container runs as (who may read its secrets)
-    volume: str | None = None   # a store's data volume (compose name): what a restore empties
+    volumes: tuple[str, ...] = ()  # a store's volumes (compose names): what a restore empties
 
     @property
     def short(self) -> str:
@@ -45,11 +45,14 @@ JAFAR_PORT = 3000
 
 SERVICES: tuple[Service, ...] = (
     # uid 999: the official mongo, redis and postgres images' users (mongodb, redis, postgres)
-    Service("mongo-primary", "data", None, 2048, uid=999),
-    Service("mongo-secondary", "data", None, 2048, uid=999),
-    Service("mongo-arbiter", "data", None, 512, uid=999),
-    Service("redis", "data", None, 1024, uid=999, volume="redis-data"),
-    Service("postgres-ledger", "data", None, 1024, uid=999, volume="postgres-ledger-data"),
+    Service("mongo-primary", "data", None, 2048, uid=999,
+            volumes=("mongo-primary-data", "mongo-primary-config")),
+    Service("mongo-secondary", "data", None, 2048, uid=999,
+            volumes=("mongo-secondary-data", "mongo-secondary-config")),
+    Service("mongo-arbiter", "data", None, 512, uid=999,
+            volumes=("mongo-arbiter-data", "mongo-arbiter-config")),
+    Service("redis", "data", None, 1024, uid=999, volumes=("redis-data",)),
+    Service("postgres-ledger", "data", None, 1024, uid=999, volumes=("postgres-ledger-data",)),
     Service("gateway", "core", None, 256, uid=0),  # nginx's master reads the TLS key
     # the seven jafar services, in the gateway's routing order
     Service("api-service", "core", JAFAR_PORT, 512, True, route="/api/",

@@ -28,8 +28,10 @@ TLS_FILES = {"gateway_tls_crt": ("tls.crt", True), "gateway_tls_key": ("tls.key"
              "data_ca_crt": ("data-ca-bundle.crt", True)}
 GATEWAY_TLS = ("gateway_tls_crt", "gateway_tls_key")  # provided by the operator
 # keys a role's scripts read from .env.ec2 besides what its compose files interpolate:
-# scripts/init-replica.sh, the replica set members and the users it hands to mongo-primary
-SCRIPT_KEYS = {"data": {"MONGO_HOSTS", "MONGO_APP_USER", "MONGO_LEDGER_USER"}}
+# scripts/init-replica.sh, the replica set members and the users it hands to mongo-primary;
+# scripts/backup.sh, the backup user
+SCRIPT_KEYS = {"data": {"MONGO_HOSTS", "MONGO_APP_USER", "MONGO_LEDGER_USER",
+                        "MONGO_BACKUP_USER"}}
 
 
 @dataclass(frozen=True)

@@ -18,17 +18,23 @@
 #                  local socket: no password is handled);
 #   redis.rdb      the RDB file written by a BGSAVE this script waited for (the AOF stays on:
 #                  checked, and recorded);
+#   mongo.archive.gz  `mongodump --archive --gzip` of MONGO_APP_DB, read from the secondary
+#                  (mongo-secondary, read preference secondaryPreferred: the primary keeps
+#                  serving) as MONGO_BACKUP_USER, whose `backup` role can write nothing; the
+#                  users are not in it (scripts/init-mongo.js makes them);
 #   manifest.json  id, start and end times, the host, the release, the tools' versions, and
 #                  each file's size and SHA-256; SHA256SUMS the same for `sha256sum -c`.
 # When it may (inv backup.schedule makes it so), it writes jafar_backup_last_* metrics for
 # node_exporter (JAFAR_BACKUP_TEXTFILE, default /var/lib/prometheus/node-exporter/
 # jafar_backup.prom); the BackupTooOld alert reads them.
-# MongoDB is left out for now, and the manifest says why (`mongo: {skipped: ...}`).
+# The stand-in MongoDB of the sandbox has no oplog, so a dump is not a point in time across
+# collections (no --oplog): each collection is read once, as mongodump does without it.
 #
 # The set is written to backups/.ID.partial and renamed when complete, so a set that is listed
 # is whole. One backup at a time on a host (flock on backups/.lock): a second one exits 1.
 # No secret is on a command line, in the environment of a container, or in the output: the
-# Redis password goes from secrets/redis_password to redis-cli on stdin.
+# Redis password goes from secrets/redis_password to redis-cli on stdin, MongoDB's backup
+# password from secrets/mongo_backup_password to mongodump on stdin (it reads one line there).
 # Exit status: 0 done (the last line is `backup ID complete`), 1 failed (one line on stderr,
 # nothing left behind but the set's .partial folder, removed), 2 bad arguments.
 set -euo pipefail
@@ -37,6 +43,7 @@ readonly COMPOSE_FILE="compose/docker-compose.data.yml"
 readonly ENV_FILE=".env.ec2"
 readonly SECRETS_DIR="secrets"
 readonly DIR="backups"
+files=(ledger.pgdump redis.rdb)  # the set's files but the manifest (mongo.archive.gz added)
 readonly TEXTFILE="${JAFAR_BACKUP_TEXTFILE:-/var/lib/prometheus/node-exporter/jafar_backup.prom}"
 
 id="$(date -u +%Y%m%dT%H%M%SZ)"
@@ -92,8 +99,19 @@ done
 [ -f "$COMPOSE_FILE" ] \
     || die "$COMPOSE_FILE not found: run this from the deploy path (e.g. cd /opt/jafar)"
 [ -f "$ENV_FILE" ] || die "$ENV_FILE not found in $(pwd): run env.sync first"
-[ -r "$SECRETS_DIR/redis_password" ] \
-    || die "$SECRETS_DIR/redis_password cannot be read in $(pwd) (run env.sync)"
+for secret in redis_password mongo_backup_password; do
+    [ -r "$SECRETS_DIR/$secret" ] \
+        || die "$SECRETS_DIR/$secret cannot be read in $(pwd) (run env.sync)"
+done
+
+env_value() {  # KEY: its value in .env.ec2, read as data (the file is never sourced)
+    sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1 | sed -e 's/^"\(.*\)"$/\1/' -e "s/^'\(.*\)'$/\1/"
+}
+backup_user="$(env_value MONGO_BACKUP_USER)"
+app_db="$(env_value MONGO_APP_DB)"
+if [ -z "$backup_user" ] || [ -z "$app_db" ]; then
+    die "MONGO_BACKUP_USER and MONGO_APP_DB must be set in $ENV_FILE (run env.sync)"
+fi
 
 compose=(docker compose -p "$project" --env-file "$ENV_FILE" -f "$COMPOSE_FILE")
 
@@ -117,7 +135,7 @@ mkdir "$work"
 trap 'rm -rf "$work"' EXIT
 started="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 
-for service in postgres-ledger redis; do
+for service in postgres-ledger redis mongo-secondary; do
     [ -n "$("${compose[@]}" ps --status running --quiet "$service" 2>/dev/null)" ] \
         || die "$service is not running in compose project $project (run data.up first)"
 done
@@ -164,14 +182,49 @@ done
 redis_keys="$(redis_cli DBSIZE | tr -d '\r')"
 redis_version="$("${compose[@]}" exec -T redis redis-server --version)"
 
+# --- MongoDB: mongodump of the application database, from the secondary ---------------------
+# An image without mongodump fails the backup, unless the image itself says why it has none
+# (/usr/local/share/mongo-tools/ABSENT: the sandbox's, built without the tools' source); then
+# the set leaves MongoDB out and its manifest says so.
+# shellcheck disable=SC2016  # run by the container's shell
+absent="$("${compose[@]}" exec -T mongo-secondary sh -c 'command -v mongodump >/dev/null && exit
+    head -c 300 /usr/local/share/mongo-tools/ABSENT 2>/dev/null || echo missing')"
+mongo_version="" mongo_skipped=""
+case "$absent" in
+    "")
+        "${compose[@]}" exec -T mongo-secondary mongodump --host localhost --port 27018 --tls \
+            --tlsCAFile /run/secrets/data_ca_crt --username "$backup_user" \
+            --authenticationDatabase "$app_db" --readPreference secondaryPreferred \
+            --db "$app_db" --archive --gzip <"$SECRETS_DIR/mongo_backup_password" \
+            >"$work/mongo.archive.gz" 2>"$work/.mongodump.log" \
+            || die "mongodump of $app_db failed: $(grep -v 'Enter password' "$work/.mongodump.log" | tail -n 1)"
+        mongo_version="$("${compose[@]}" exec -T mongo-secondary mongodump --version | head -n 1)"
+        files+=(mongo.archive.gz)
+        ;;
+    missing)
+        die "mongodump is not in the mongo-secondary image (MONGO_IMAGE); the official mongo image has it"
+        ;;
+    *)
+        mongo_skipped="$(echo "$absent" | head -n 1)"
+        echo "backup: MongoDB left out: $mongo_skipped" >&2
+        : >"$work/.mongodump.log"
+        ;;
+esac
+
 # --- the manifest ---------------------------------------------------------------------------
-(cd "$work" && sha256sum ledger.pgdump redis.rdb >SHA256SUMS)
+(cd "$work" && sha256sum "${files[@]}" >SHA256SUMS)
 ID="$id" STARTED="$started" RELEASE="$release" PG_VERSION="$pg_version" \
     REDIS_VERSION="$redis_version" REDIS_KEYS="$redis_keys" LEDGER_TABLES="$ledger_tables" \
-    HOST="$(hostname)" python3 - "$work" <<'PY'
-import hashlib, json, os, sys, time
-work = sys.argv[1]
+    MONGO_VERSION="$mongo_version" MONGO_DB="$app_db" MONGO_USER="$backup_user" \
+    MONGO_SKIPPED="$mongo_skipped" HOST="$(hostname)" python3 - "$work" "${files[@]}" <<'PY'
+import hashlib, json, os, re, sys, time
+work, names = sys.argv[1], sys.argv[2:]
 e = os.environ
+# mongodump's log: "done dumping DB.COLLECTION (N documents)" per collection
+with open(os.path.join(work, ".mongodump.log")) as f:
+    dumped = {m[1]: int(m[2]) for m in re.finditer(
+        r"done dumping " + re.escape(e["MONGO_DB"]) + r"\.(\S+) \((\d+) documents?\)", f.read())}
+os.remove(os.path.join(work, ".mongodump.log"))
 def entry(name):
     with open(os.path.join(work, name), "rb") as f:
         data = f.read()
@@ -180,13 +233,16 @@ manifest = {
     "id": e["ID"], "started": e["STARTED"],
     "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     "host": e["HOST"], "release": e["RELEASE"],
-    "files": {"ledger.pgdump": entry("ledger.pgdump"), "redis.rdb": entry("redis.rdb")},
+    "files": {name: entry(name) for name in names},
     "stores": {
         "ledger": {"file": "ledger.pgdump", "tool": e["PG_VERSION"].strip(),
                    "tables": int(e["LEDGER_TABLES"].strip() or 0)},
         "redis": {"file": "redis.rdb", "tool": e["REDIS_VERSION"].strip(),
                   "keys": int(e["REDIS_KEYS"].strip() or 0), "aof": "on"},
-        "mongo": {"skipped": "not backed up by this version of the suite"},
+        "mongo": {"skipped": e["MONGO_SKIPPED"]} if e["MONGO_SKIPPED"] else {
+            "file": "mongo.archive.gz", "tool": e["MONGO_VERSION"].strip(),
+            "database": e["MONGO_DB"], "user": e["MONGO_USER"], "collections": dumped,
+            "documents": sum(dumped.values())},
     },
 }
 with open(os.path.join(work, "manifest.json"), "w") as f:
@@ -209,7 +265,7 @@ if [ -w "$TEXTFILE" ]; then
         echo "jafar_backup_last_duration_seconds $SECONDS"
         echo "# HELP jafar_backup_last_bytes The size of each file of the last complete backup set."
         echo "# TYPE jafar_backup_last_bytes gauge"
-        for f in ledger.pgdump redis.rdb; do
+        for f in "${files[@]}"; do
             echo "jafar_backup_last_bytes{file=\"$f\"} $(stat -c %s "$DIR/$id/$f")"
         done
     )"

@@ -11,6 +11,8 @@
 //   MONGO_APP_USER     readWrite on MONGO_APP_DB: the jafar services.
 //   MONGO_LEDGER_USER  read on MONGO_APP_DB only (least privilege): the ledger service reads
 //                      wallets/transactions to reconcile; its own books are in PostgreSQL.
+//   MONGO_BACKUP_USER  MongoDB's `backup` role (on admin): scripts/backup.sh's mongodump reads
+//                      every collection with it and can write nothing.
 // An existing user whose roles differ, or whose password no longer logs in (checked with a
 // separate, short-lived connection), gets both reset with updateUser (rotation = change the
 // secret, env.sync, run this again); otherwise nothing is written, so a second run changes
@@ -62,9 +64,14 @@
       pwd: secret('mongo_ledger_password'),
       roles: [{ role: 'read', db: appDbName }],
     },
+    {
+      user: required('MONGO_BACKUP_USER'),
+      pwd: secret('mongo_backup_password'),
+      roles: [{ role: 'backup', db: 'admin' }],
+    },
   ];
-  if (users[0].user === users[1].user) {
-    fail('MONGO_APP_USER and MONGO_LEDGER_USER must be different users');
+  if (new Set(users.map((u) => u.user)).size !== users.length) {
+    fail('MONGO_APP_USER, MONGO_LEDGER_USER and MONGO_BACKUP_USER must be different users');
   }
 
   const admin = (typeof jafarAdminDb !== 'undefined' && jafarAdminDb) || db.getSiblingDB('admin');

@@ -18,7 +18,7 @@
 # (users), then the final status line. Nothing has to be copied or mounted into the container,
 # and the JavaScript the host has is the JavaScript that runs.
 #
-# The users' names (MONGO_APP_USER, MONGO_LEDGER_USER) come from .env.ec2 and their passwords
+# The users' names (MONGO_APP_USER, MONGO_LEDGER_USER, MONGO_BACKUP_USER) come from .env.ec2 and their passwords
 # from the host's secret files (secrets/, written by env.sync), handed to the container at each
 # run: first on the same stdin (one `NAME BASE64` line per file), written by the container's
 # shell into a private folder on its /tmp (a tmpfs), removed when mongosh ends. Not from the
@@ -45,7 +45,8 @@ readonly ENV_FILE=".env.ec2"
 readonly USERS_JS="scripts/init-mongo.js"
 readonly HANDOFF_SH="scripts/mongosh-handoff.sh"
 readonly SECRETS_DIR="secrets"
-readonly HANDED=(mongo_root_password mongo_app_password mongo_ledger_password data_ca_crt)
+readonly HANDED=(mongo_root_password mongo_app_password mongo_ledger_password mongo_backup_password
+    data_ca_crt)
 
 project="jafar-data"
 timeout_s=120
@@ -149,8 +150,9 @@ fi
 
 app_user="$(env_file_value MONGO_APP_USER)"
 ledger_user="$(env_file_value MONGO_LEDGER_USER)"
-if [ -z "$app_user" ] || [ -z "$ledger_user" ]; then
-    die "MONGO_APP_USER and MONGO_LEDGER_USER must be set in $ENV_FILE (run env.sync)"
+backup_user="$(env_file_value MONGO_BACKUP_USER)"
+if [ -z "$app_user" ] || [ -z "$ledger_user" ] || [ -z "$backup_user" ]; then
+    die "MONGO_APP_USER, MONGO_LEDGER_USER and MONGO_BACKUP_USER must be set in $ENV_FILE (run env.sync)"
 fi
 
 echo "replica set rs0: members $members ($members_source), timeout ${timeout_s}s"
@@ -362,6 +364,7 @@ set +e
     -e JAFAR_RS_TIMEOUT="$timeout_s" \
     -e MONGO_APP_USER="$app_user" \
     -e MONGO_LEDGER_USER="$ledger_user" \
+    -e MONGO_BACKUP_USER="$backup_user" \
     -e HOME=/tmp \
     mongo-primary sh -c "$container_sh" init-replica
 rc=$?

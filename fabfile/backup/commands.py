@@ -1,8 +1,10 @@
 """Command lines of backups and restores on the data host (pure builders: strings).
 
 A backup is scripts/backup.sh (the same script an operator or a timer runs); a restore is a few
-commands per store, each with the data stack's own compose invocation: the service is removed
-with its volume, brought up empty (with the host's current secrets), then loaded.
+commands per store, each with the data stack's own compose invocation: the store's services
+are removed with their volumes, brought up empty (with the host's current secrets), then
+loaded. MongoDB's three members come back as a new replica set with its users
+(scripts/init-replica.sh, as on a first deploy) before mongorestore loads the collections.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from fabfile.services import BY_NAME, compose_project
 BACKUP_DIR = "backups"  # under the deploy path, mode 0700
 MANIFEST = "manifest.json"
 # the file of each store in a set, and the service that holds the store
-STORE_FILES = {"ledger": "ledger.pgdump", "redis": "redis.rdb"}
-STORE_SERVICES = {"ledger": "postgres-ledger", "redis": "redis"}
+STORE_FILES = {"ledger": "ledger.pgdump", "redis": "redis.rdb", "mongo": "mongo.archive.gz"}
+STORE_SERVICES = {"ledger": ("postgres-ledger",), "redis": ("redis",),
+                  "mongo": ("mongo-primary", "mongo-secondary", "mongo-arbiter")}
 
 
 def set_path(env: Environment, backup_id: str) -> str:
@@ -67,17 +70,17 @@ def unmark_restoring(env: Environment) -> str:
 
 
 def remove_store(env: Environment, store: str) -> str:
-    """Stop and remove the store's container, then its data volume (gone already: fine)."""
-    service = BY_NAME[STORE_SERVICES[store]]
-    volume = f"{compose_project(env, 'data')}_{service.volume}"
-    return (f"{compose(env, 'data', 'rm', '--stop', '--force', service.name)} && "
-            f"docker volume rm --force {shlex.quote(volume)} >/dev/null")
+    """Stop and remove the store's containers, then their volumes (gone already: fine)."""
+    names = STORE_SERVICES[store]
+    volumes = [f"{compose_project(env, 'data')}_{v}" for n in names for v in BY_NAME[n].volumes]
+    return (f"{compose(env, 'data', 'rm', '--stop', '--force', *names)} && "
+            f"docker volume rm --force {shlex.join(volumes)} >/dev/null")
 
 
 def up_store(env: Environment, store: str, wait_timeout: int) -> str:
-    """Create the store's service again, empty, and wait until it is healthy."""
+    """Create the store's services again, empty, and wait until they are healthy."""
     return compose(env, "data", "up", "--detach", "--wait", "--wait-timeout", str(wait_timeout),
-                   "--no-deps", STORE_SERVICES[store])
+                   "--no-deps", *STORE_SERVICES[store])
 
 
 def load_ledger(env: Environment, backup_id: str) -> str:
@@ -134,3 +137,27 @@ def load_redis(env: Environment, backup_id: str) -> str:
             f'docker stop --time 60 "$cid" >/dev/null && '
             f'{one_off} --volumes-from "$cid" "$image" -c {shlex.quote(REDIS_LOAD)} < {rdb} && '
             f'docker start "$cid" >/dev/null')
+
+
+# Inside mongo-primary (it has the real mongorestore and the data CA): the first line of stdin
+# is root's password (mongorestore reads one line there when stdin is not a terminal), the rest
+# the archive. $1 is the replica set seed list, so the writes go to whichever member is the
+# primary. Only MONGO_APP_DB's collections are restored (the users are init-replica.sh's, with
+# today's passwords); --drop makes a second run give the same end state; every write waits for
+# a majority of the members.
+MONGO_LOAD = ('exec mongorestore --host "$1" --tls --tlsCAFile /run/secrets/data_ca_crt '
+              '--username "$MONGO_ROOT_USERNAME" --authenticationDatabase admin '
+              '--archive --gzip --drop --nsInclude "$MONGO_APP_DB.*" '
+              "--writeConcern '{w: \"majority\"}' --stopOnError")
+
+
+def load_mongo(env: Environment, backup_id: str) -> str:
+    """mongorestore of the set's archive into the replica set, as root (a restore is an
+    operator's deliberate act; the backup user cannot write)."""
+    deploy = shlex.quote(env.deploy_path)
+    archive = shlex.quote(f"{set_path(env, backup_id)}/{STORE_FILES['mongo']}")
+    restore = compose(env, "data", "exec", "-T", "mongo-primary", "sh", "-c", MONGO_LOAD,
+                      "mongorestore")
+    return (f"cd {deploy} && seeds=\"rs0/$(sed -n 's/^MONGO_HOSTS=//p' .env.ec2 | tail -n 1)\" "
+            f'&& {{ printf "%s\\n" "$(cat secrets/mongo_root_password)"; cat {archive}; }} '
+            f'| {{ {restore} "$seeds"; }}')

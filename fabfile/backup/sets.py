@@ -17,11 +17,13 @@ from dataclasses import dataclass
 
 from fabfile.backup import commands as cmd
 from fabfile.commands.compose import compose
+from fabfile.commands.replica import init_replica
 from fabfile.commands.state import read_release
 from fabfile.config import Environment, Host
 from fabfile.errors import BadInput, StepFailed
 from fabfile.flow import Pool, columns
 from fabfile.ops.state import parse_release
+from fabfile.replica import PRIMARY_TIMEOUT
 from fabfile.services import JAFAR
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -31,7 +33,7 @@ BACKUP_TIMEOUT = 600    # Redis' BGSAVE; pg_dump is bounded by the remote comman
 STORE_WAIT = 180        # a store, brought up empty, turning healthy
 STORES = tuple(cmd.STORE_FILES)
 # which stores a jafar service writes to, by the names services.py uses for them
-USES = {"ledger": "postgres", "redis": "redis"}
+USES = {"ledger": "postgres", "redis": "redis", "mongo": "mongo"}
 
 
 def new_id(now: float | None = None) -> str:
@@ -99,11 +101,12 @@ def table(sets: list[BackupSet]) -> list[str]:
 
 
 def human(size: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(size)
+    value = float(size)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
 
 
 def list_sets(env: Environment, pool: Pool) -> list[BackupSet]:
@@ -123,7 +126,11 @@ def take(env: Environment, pool: Pool, backup_id: str,
     if backup_id not in COMPLETE.findall(out):
         raise StepFailed(f"{host.name}: scripts/backup.sh did not say `backup {backup_id} "
                          "complete`")
-    return find(list_sets(env, pool), backup_id), REMOVED.findall(out)
+    for found in list_sets(env, pool):
+        if found.id == backup_id:
+            return found, REMOVED.findall(out)
+    raise StepFailed(f"{host.name}: scripts/backup.sh said `backup {backup_id} complete` but "
+                     f"backups/{backup_id}/manifest.json cannot be read")
 
 
 def running_release(env: Environment, pool: Pool) -> str:
@@ -151,13 +158,17 @@ def writers(stores: tuple[str, ...]) -> list[str]:
 
 
 def load_store(env: Environment, pool: Pool, store: str, backup_id: str) -> None:
-    """Remove the store with its volume, bring it up empty, load the set's file into it."""
+    """Remove the store with its volumes, bring it up empty, load the set's file into it
+    (MongoDB: a new replica set with its users first)."""
     data = env.data_host
     remote = pool.get(data)
     pool.renew(data, remote)
     remote.run(cmd.remove_store(env, store), timeout=300)
     remote.run(cmd.up_store(env, store, STORE_WAIT), timeout=STORE_WAIT + 60)
-    if store == "ledger":
+    if store == "mongo":
+        remote.run(init_replica(env, PRIMARY_TIMEOUT), timeout=PRIMARY_TIMEOUT + 60)
+        remote.run(cmd.load_mongo(env, backup_id), timeout=3600)
+    elif store == "ledger":
         remote.run(cmd.load_ledger(env, backup_id), timeout=3600)
     else:
         remote.run(cmd.load_redis(env, backup_id), timeout=3600)
@@ -190,7 +201,13 @@ def restore(env: Environment, pool: Pool, chosen: BackupSet, stores: tuple[str, 
     safety_id = None
     if safety:
         safety_id = f"{new_id()}-before-restore"
-        take(env, pool, safety_id, retain=False)  # the retention could remove `chosen`
+        try:
+            take(env, pool, safety_id, retain=False)  # the retention could remove `chosen`
+        except StepFailed as exc:
+            raise StepFailed(f"{exc}; the safety backup failed, so nothing was restored: "
+                             f"{', '.join(services)} stay stopped (start them with inv "
+                             "deploy --only core.up, or restore with --skip-safety-backup "
+                             "when the stores are lost anyway)") from None
         say(data.name, f"safety backup {safety_id} taken (what was there before the restore)")
     remote.run(cmd.mark_restoring(env, chosen.id))
     for store in stores:

@@ -56,13 +56,16 @@ KINDS = {
     "LEDGER_DB_PASSWORD": "pg-login",
     "MONGO_APP_PASSWORD": "mongo-login",
     "MONGO_LEDGER_PASSWORD": "mongo-login",
+    "MONGO_BACKUP_PASSWORD": "mongo-login",
     "MONGO_ROOT_PASSWORD": "mongo-root",
     "POSTGRES_PASSWORD": "pg-super",
     "GRAFANA_ADMIN_PASSWORD": "grafana",
     "AUTH_JWT_SECRET": "jwt",
     "MONGO_KEYFILE": "keyfile",
 }
-MONGO_ROLES = {"MONGO_APP_USER": "readWrite", "MONGO_LEDGER_USER": "read"}  # scripts/init-mongo.js
+# each user's role and its database (None: MONGO_APP_DB), as scripts/init-mongo.js gives them
+MONGO_ROLES = {"MONGO_APP_USER": ("readWrite", None), "MONGO_LEDGER_USER": ("read", None),
+               "MONGO_BACKUP_USER": ("backup", "admin")}
 JWT_NOTE = (f"{keyset.KEY}: the new key signs, tokens of the previous one stay valid until "
             "they expire; the key before it leaves the set (rotate it again only after the "
             "tokens' lifetime)")
@@ -164,7 +167,8 @@ def run_mongosh(env: Environment, remote: Remote, command: str, script: str, roo
 
 
 def mongo_roles(rotation: Rotation, user_key: str) -> list[dict[str, str]]:
-    return [{"role": MONGO_ROLES[user_key], "db": rotation.before["MONGO_APP_DB"]}]
+    role, db = MONGO_ROLES[user_key]
+    return [{"role": role, "db": db or rotation.before["MONGO_APP_DB"]}]
 
 
 def psql(remote: Remote, env: Environment, sql: str) -> None:

@@ -79,7 +79,7 @@ def backup_list(c: Context, host: str | None = None, json: bool = False,
 @task(name="restore", auto_shortflags=False, help={
     "host": HOST_HELP, "yes": "do not ask (a restore always asks otherwise, on any environment)",
     "from": "the backup id to restore (inv backup.list shows them)",
-    "only": "the stores to restore, comma separated: ledger, redis (default: both)",
+    "only": "the stores to restore, comma separated: ledger, redis, mongo (default: all)",
     "skip_safety_backup": "do not back up what is there first (when the stores are down and "
                           "a backup of them would fail)",
 })

@@ -37,7 +37,10 @@ from tests.support.load import Load
 LOCAL = ROOT / ".sandbox" / ".env.ec2"
 SECRET = "jafar/sandbox"
 PREFIXES = ("/api/", "/ledger/", "/notifications/")   # MongoDB, PostgreSQL, Redis
-ROTATED = ("REDIS_PASSWORD", "LEDGER_DB_PASSWORD", "MONGO_APP_PASSWORD", "AUTH_JWT_SECRET")
+# (MONGO_BACKUP_PASSWORD: no service reads it; test_10_backup's mongodump then logs in as the
+# twin user with the new password)
+ROTATED = ("REDIS_PASSWORD", "LEDGER_DB_PASSWORD", "MONGO_APP_PASSWORD", "MONGO_BACKUP_PASSWORD",
+           "AUTH_JWT_SECRET")
 ALARM_TOPIC = "arn:aws:sns:eu-west-1:123456789012:jafar-sandbox-alarms"
 
 

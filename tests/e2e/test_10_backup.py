@@ -1,8 +1,10 @@
 """Backups proven by a restore, on the shared sandbox: known data is written (ledger rows,
-Redis keys), `inv backup` takes a set, the stores are destroyed (containers and volumes
-removed), `inv restore` brings every row and key back (counts and checksums), and the jafar
-services are healthy again. A set whose file was changed after the backup is refused before
-anything stops; a restore with its safety backup leaves a set of what was there before."""
+Redis keys, MongoDB documents with a unique index), `inv backup` takes a set, the stores are
+destroyed (every container and volume of the ledger, Redis and the three MongoDB members
+removed), `inv restore` brings every row, key and document back (counts and checksums, the
+index too), and the jafar services are healthy again. A set whose file was changed after the
+backup is refused before anything stops; a restore with its safety backup leaves a set of what
+was there before."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from tests.e2e.sandbox_helpers import HOST, inner, on_host, sandbox_config
 
 ROWS = 500
 KEYS = 300
+DOCS = 250
 
 
 def container(service: str) -> str:
@@ -46,6 +49,39 @@ def redis(commands: str) -> str:
         text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
+
+
+def mongo(script: str, user: str = "", secret: str = "mongo_root_password") -> str:
+    """mongosh in mongo-primary, logged in as `user` of jafar (default: root, of admin) with
+    the password of secrets/`secret` on stdin; `app` is the jafar database. Its last line."""
+    password = on_host("cat", f"/opt/jafar/secrets/{secret}").stdout.strip()
+    login = ("const pw = require('fs').readFileSync('/dev/stdin', 'utf8').trim();"
+             + (f"db.getSiblingDB('jafar').auth('{user}', pw);" if user else
+                "db.getSiblingDB('admin').auth(process.env.MONGO_ROOT_USERNAME, pw);")
+             + "const app = db.getSiblingDB('jafar');")
+    proc = subprocess.run(
+        ["docker", "exec", "-i", HOST, "docker", "exec", "-i", "-e", "HOME=/tmp",
+         container("mongo-primary"), "mongosh", "--quiet", "--norc", "--tls", "--tlsCAFile",
+         "/run/secrets/data_ca_crt", "--host", "localhost", "--eval", login + script],
+        input=password, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def tools_absent() -> str:
+    """Why the sandbox's mongo image has no mongodump (built without ../shared/vendor), or ''."""
+    return inner("exec", container("mongo-secondary"), "sh", "-c",
+                 "cat /usr/local/share/mongo-tools/ABSENT 2>/dev/null || true").strip()
+
+
+def mongo_digest() -> str:
+    """e2e_backup's documents (a SHA-256 of them, in _id order) and its indexes' names."""
+    return mongo("const docs = app.e2e_backup.find().toArray()"
+                 ".sort((a, b) => a._id - b._id);"
+                 "const sum = require('crypto').createHash('sha256')"
+                 ".update(EJSON.stringify(docs)).digest('hex');"
+                 "const names = app.e2e_backup.getIndexes().map((i) => i.name).sort();"
+                 "print(docs.length + ' ' + sum + ' ' + names.join(','));")
 
 
 def ledger_digest() -> dict[str, str]:
@@ -89,34 +125,40 @@ def taken(deployed):
          "TRUNCATE e2e_backup;"
          f"INSERT INTO e2e_backup SELECT i, i * 7, 'row ' || i FROM generate_series(1, {ROWS}) i;")
     redis("".join(f"SET e2e:backup:{i} value-{i * 13}\n" for i in range(KEYS)))
-    ledger, keys = ledger_digest(), redis_digest()
+    mongo("app.e2e_backup.drop();"
+          "app.e2e_backup.createIndex({ref: 1}, {unique: true, name: 'ref_unique'});"
+          f"app.e2e_backup.insertMany(Array.from({{length: {DOCS}}}, (_, i) => "
+          "({_id: i, ref: 'ref-' + i, cents: NumberLong(i * 11), owner: {name: 'o' + i}})),"
+          "{writeConcern: {w: 'majority'}}); print('ok');")
+    ledger, keys, docs = ledger_digest(), redis_digest(), mongo_digest()
     assert ledger["public.e2e_backup"].startswith(f"{ROWS} ") and keys[0] == KEYS
+    assert docs.startswith(f"{DOCS} ") and docs.endswith(" _id_,ref_unique"), docs
     before = {s["id"] for s in sets()}
     done = inv("backup")
     assert done.returncode == 0, done.stdout + done.stderr
     new = [s for s in sets() if s["id"] not in before]
     assert len(new) == 1, new
     assert f"backup {new[0]['id']}: " in done.stdout
-    return new[0], ledger, keys
+    return new[0], ledger, keys, docs
 
 
 def test_a_backup_is_a_complete_set_with_a_manifest(taken):
-    chosen, _, _ = taken
+    chosen, *_ = taken
     listed = inv("backup.list").stdout.splitlines()
     assert listed[0].split() == ["ID", "FINISHED", "RELEASE", "SIZE", "STORES"]
     assert any(line.startswith(f"{chosen['id']}  ") for line in listed[1:])
-    assert set(chosen["files"]) == {"ledger.pgdump", "redis.rdb"}
+    files = {"ledger.pgdump", "redis.rdb"} | (set() if tools_absent() else {"mongo.archive.gz"})
+    assert set(chosen["files"]) == files
     assert all(len(f["sha256"]) == 64 and f["bytes"] > 0 for f in chosen["files"].values())
     assert chosen["stores"]["redis"]["aof"] == "on"
     assert chosen["release"] == running()  # read from the core host by the task
     assert chosen["stores"]["redis"]["keys"] >= KEYS
-    assert "skipped" in chosen["stores"]["mongo"]  # said, not faked
     folder = f"/opt/jafar/backups/{chosen['id']}"
     modes = on_host("stat", "-c", "%a %U %n", "/opt/jafar/backups", folder,
                     f"{folder}/ledger.pgdump").stdout.split("\n")
     assert [m.split()[0] for m in modes if m] == ["700", "700", "600"]
     # the SHA-256s the manifest holds are the files' own
-    sums = on_host("sh", "-c", f"cd {folder} && sha256sum ledger.pgdump redis.rdb").stdout
+    sums = on_host("sh", "-c", f"cd {folder} && sha256sum {' '.join(sorted(files))}").stdout
     for line in sums.splitlines():
         digest, name = line.split()
         assert chosen["files"][name]["sha256"] == digest
@@ -124,8 +166,26 @@ def test_a_backup_is_a_complete_set_with_a_manifest(taken):
     assert "backup" in audit
 
 
+def test_mongodb_is_dumped_from_the_secondary_by_the_backup_user(taken):
+    chosen, *_ = taken
+    absent = tools_absent()
+    if absent:  # said, never faked
+        assert chosen["stores"]["mongo"] == {"skipped": absent}
+        pytest.skip(f"the sandbox's mongo image has no mongodump: {absent}")
+    mongo = chosen["stores"]["mongo"]
+    assert mongo["collections"]["e2e_backup"] == DOCS
+    assert mongo["tool"] == "mongodump version: 100.18.0"
+    # the user .env.ec2 names now (after test_08's rotation, the twin with the new password)
+    user = on_host("sed", "-n", "s/^MONGO_BACKUP_USER=//p", "/opt/jafar/.env.ec2").stdout.strip()
+    assert mongo["user"] == user and user.startswith("jafar_backup")
+    # its role reads and cannot write: the backup user may not insert
+    assert mongo("try { app.e2e_backup.insertOne({_id: -1}); print('written'); }"
+                 "catch (e) { print('refused ' + e.codeName); }", user=user,
+                 secret="mongo_backup_password") == "refused Unauthorized"
+
+
 def test_a_set_changed_after_the_backup_is_refused_before_anything_stops(taken):
-    chosen, _, _ = taken
+    chosen, *_ = taken
     bad = f"{chosen['id']}-tampered"
     src, dst = f"/opt/jafar/backups/{chosen['id']}", f"/opt/jafar/backups/{bad}"
     on_host("sh", "-c", f"cp -a {src} {dst} && sed -i 's/\"id\": \"[^\"]*\"/\"id\": \"{bad}\"/' "
@@ -143,27 +203,34 @@ def test_a_set_changed_after_the_backup_is_refused_before_anything_stops(taken):
         on_host("rm", "-rf", dst)
 
 
-def test_destroyed_stores_are_restored_row_for_row_and_key_for_key(taken):
-    chosen, ledger, keys = taken
+def test_destroyed_stores_are_restored_row_for_row_key_for_key_document_for_document(taken):
+    chosen, ledger, keys, docs = taken
     # the disaster: both stores' containers and volumes gone
     for service, volume in (("postgres-ledger", "postgres-ledger-data"),
                             ("redis", "redis-data")):
         inner("rm", "--force", container(service))
         inner("volume", "rm", f"jafar-data_{volume}")
+    for member in ("mongo-primary", "mongo-secondary", "mongo-arbiter"):
+        inner("rm", "--force", container(member))
+        inner("volume", "rm", f"jafar-data_{member}-data", f"jafar-data_{member}-config")
     unknown = inv("restore", "--from", "20000101T000000Z", "--yes")
     assert unknown.returncode == 2 and "no such backup on the data host" in unknown.stderr
-    restored = inv("restore", "--from", chosen["id"], "--skip-safety-backup", "--yes",
+    only = ["--only", "ledger,redis"] if tools_absent() else []
+    restored = inv("restore", "--from", chosen["id"], *only, "--skip-safety-backup", "--yes",
                    timeout=1200)
     assert restored.returncode == 0, restored.stdout[-4000:] + restored.stderr[-3000:]
     assert "ledger: emptied and loaded from ledger.pgdump" in restored.stdout
     assert ledger_digest() == ledger
     assert redis_digest() == keys
+    if not only:
+        assert "mongo: emptied and loaded from mongo.archive.gz" in restored.stdout
+        assert mongo_digest() == docs
     health = inv("health")
     assert health.returncode == 0, health.stdout + health.stderr
 
 
 def test_a_restore_first_backs_up_what_is_there(taken):
-    chosen, _, keys = taken
+    chosen, _, keys, _ = taken
     redis("SET e2e:backup:0 changed-after-the-backup\n")
     assert redis_digest() != keys
     restored = inv("restore", "--from", chosen["id"], "--only", "redis", "--yes", timeout=1200)

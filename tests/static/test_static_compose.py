@@ -222,16 +222,17 @@ def test_data_lives_in_named_volumes(models: dict[str, dict]):
 
 
 def test_a_stores_volume_in_the_catalogue_is_its_data_volume(models: dict[str, dict]):
-    """What a restore empties (services.py's `volume`) is the volume the store keeps data in."""
+    """What a restore empties (services.py's `volumes`) is every volume the store keeps."""
     from fabfile.services import SERVICES
 
     model = models["data-single"]
-    stores = [s for s in SERVICES if s.volume]
-    assert {s.name for s in stores} == {"redis", "postgres-ledger"}
+    stores = [s for s in SERVICES if s.volumes]
+    assert {s.name for s in stores} == {"redis", "postgres-ledger", "mongo-primary",
+                                        "mongo-secondary", "mongo-arbiter"}
     for s in stores:
         sources = {v.get("source") for v in model["services"][s.name]["volumes"]
                    if v["type"] == "volume"}
-        assert sources == {s.volume}, s.name
+        assert sources == set(s.volumes), s.name
 
 
 def test_depends_on_waits_for_health(models: dict[str, dict]):

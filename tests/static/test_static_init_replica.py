@@ -27,9 +27,11 @@ VENDOR_MONGOSH = ROOT / "sandbox" / "images" / "mongo" / "vendor" / "node_module
 # hands them to mongo-primary at each run
 SECRETS = {"mongo_root_password": "rootSECRETpassword0001",
            "mongo_app_password": "appSECRETpassword0002",
-           "mongo_ledger_password": "ledgerSECRETpassword03"}
+           "mongo_ledger_password": "ledgerSECRETpassword03",
+           "mongo_backup_password": "backupSECRETpassword04"}
 CONTAINER_ENV = {"MONGO_ROOT_USERNAME": "jafar_root", "MONGO_APP_DB": "jafar", "HOME": "/tmp"}
-USERS = "MONGO_APP_USER=jafar_app\nMONGO_LEDGER_USER=jafar_ledger\n"
+USERS = ("MONGO_APP_USER=jafar_app\nMONGO_LEDGER_USER=jafar_ledger\n"
+         "MONGO_BACKUP_USER=jafar_backup\n")
 MEMBERS = ["mongo-primary:27017", "mongo-secondary:27018", "mongo-arbiter:27019"]
 
 FAKE_DOCKER = textwrap.dedent("""\
@@ -203,6 +205,7 @@ def test_first_run_initiates_then_second_run_changes_nothing(host: Host):
     users = host.state["users"]
     assert users["jafar.jafar_app"]["roles"] == [{"role": "readWrite", "db": "jafar"}]
     assert users["jafar.jafar_ledger"]["roles"] == [{"role": "read", "db": "jafar"}]
+    assert users["jafar.jafar_backup"]["roles"] == [{"role": "backup", "db": "admin"}]
     assert users["jafar.jafar_app"]["pwd"] == SECRETS["mongo_app_password"]
 
     second = host.run("--timeout", "30")
@@ -210,7 +213,8 @@ def test_first_run_initiates_then_second_run_changes_nothing(host: Host):
     assert lines(second)[-1] == "replica set rs0 already initiated"
     assert "user jafar_app unchanged" in lines(second)
     assert "user jafar_ledger unchanged" in lines(second)
-    assert len(host.state["writes"]) == 3, "the second run wrote nothing"
+    assert "user jafar_backup unchanged" in lines(second)
+    assert len(host.state["writes"]) == 4, "the second run wrote nothing"
 
     connects = [e for e in host.state["log"] if e.startswith("connect ")]
     assert connects and all(e.endswith(" tls") for e in connects), \
@@ -244,7 +248,8 @@ def test_users_are_written_on_the_primary_after_a_failover(host: Host):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert lines(proc)[-1] == "replica set rs0 already initiated"
     assert host.state["writes"] == ["createUser jafar.jafar_app on mongo-secondary:27018",
-                                    "createUser jafar.jafar_ledger on mongo-secondary:27018"]
+                                    "createUser jafar.jafar_ledger on mongo-secondary:27018",
+                                    "createUser jafar.jafar_backup on mongo-secondary:27018"]
 
 
 def test_members_come_from_the_environment_or_env_file(host: Host):
@@ -336,8 +341,8 @@ def test_missing_user_variable_fails_with_one_line(host: Host):
     proc = host.run()
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "init-replica: error: MONGO_APP_USER and MONGO_LEDGER_USER must be set in .env.ec2 "
-        "(run env.sync)"]
+        "init-replica: error: MONGO_APP_USER, MONGO_LEDGER_USER and MONGO_BACKUP_USER must be "
+        "set in .env.ec2 (run env.sync)"]
 
 
 def test_a_rotated_user_is_created_from_the_hosts_files(host: Host):
@@ -346,7 +351,7 @@ def test_a_rotated_user_is_created_from_the_hosts_files(host: Host):
     left as it is (the rotation revokes it once the services moved)."""
     assert host.run().returncode == 0
     host.write_env_file(f"MONGO_HOSTS={','.join(MEMBERS)}\nMONGO_APP_USER=jafar_app_clone\n"
-                        "MONGO_LEDGER_USER=jafar_ledger\n")
+                        "MONGO_LEDGER_USER=jafar_ledger\nMONGO_BACKUP_USER=jafar_backup\n")
     host.write_secret("mongo_app_password", "appSECRETclone000010")
     proc = host.run()
     assert proc.returncode == 0, proc.stdout + proc.stderr

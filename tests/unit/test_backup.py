@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+from types import SimpleNamespace
 
 import pytest
 
 from fabfile.backup import commands as cmd
 from fabfile.backup import sets
-from fabfile.errors import BadInput
+from fabfile.errors import BadInput, StepFailed
 from tests.conftest import env_yaml, shipped
 from tests.unit.test_commands import SINGLE_ENV
 
@@ -51,6 +52,12 @@ def test_a_store_is_removed_with_its_volume_and_brought_up_empty(sandbox):
         "docker volume rm --force jafar-data_postgres-ledger-data >/dev/null")
     assert cmd.up_store(sandbox, "redis", 180) == (
         f"{DATA} up --detach --wait --wait-timeout 180 --no-deps redis")
+    # MongoDB: every member, with its data and config volumes
+    assert cmd.remove_store(sandbox, "mongo") == (
+        f"{DATA} rm --stop --force mongo-primary mongo-secondary mongo-arbiter && "
+        "docker volume rm --force jafar-data_mongo-primary-data jafar-data_mongo-primary-config "
+        "jafar-data_mongo-secondary-data jafar-data_mongo-secondary-config "
+        "jafar-data_mongo-arbiter-data jafar-data_mongo-arbiter-config >/dev/null")
 
 
 def test_the_ledger_is_loaded_in_one_transaction_from_stdin(sandbox):
@@ -71,6 +78,17 @@ def test_redis_is_loaded_by_a_one_off_container_without_network(sandbox):
     assert "CONFIG SET appendonly yes" in script
 
 
+def test_mongo_is_restored_on_the_primary_from_stdin_after_roots_password(sandbox):
+    assert cmd.load_mongo(sandbox, "X1") == (
+        "cd /opt/jafar && seeds=\"rs0/$(sed -n 's/^MONGO_HOSTS=//p' .env.ec2 | tail -n 1)\" && "
+        '{ printf "%s\\n" "$(cat secrets/mongo_root_password)"; '
+        "cat /opt/jafar/backups/X1/mongo.archive.gz; } | "
+        f"{{ {DATA} exec -T mongo-primary sh -c 'exec mongorestore --host \"$1\" --tls "
+        "--tlsCAFile /run/secrets/data_ca_crt --username \"$MONGO_ROOT_USERNAME\" "
+        "--authenticationDatabase admin --archive --gzip --drop --nsInclude \"$MONGO_APP_DB.*\" "
+        "--writeConcern '\"'\"'{w: \"majority\"}'\"'\"' --stopOnError' mongorestore \"$seeds\"; }")
+
+
 def test_the_redis_load_script_is_valid_posix_sh():
     assert subprocess.run(["sh", "-n", "-c", cmd.REDIS_LOAD], check=False).returncode == 0
 
@@ -81,6 +99,10 @@ MANIFEST = {"id": "20261203T101500Z", "started": "2026-12-03T10:15:00Z",
                       "redis.rdb": {"bytes": 1024, "sha256": "b" * 64}},
             "stores": {"ledger": {"file": "ledger.pgdump"}, "redis": {"file": "redis.rdb"},
                        "mongo": {"skipped": "not backed up by this version of the suite"}}}
+# a set of this version: MongoDB too
+FULL = dict(MANIFEST, id="20261204T101500Z",
+            stores={"ledger": {"file": "ledger.pgdump"}, "redis": {"file": "redis.rdb"},
+                    "mongo": {"file": "mongo.archive.gz", "collections": {"wallets": 3}}})
 
 
 def test_manifests_are_parsed_oldest_first_and_noise_skipped():
@@ -97,6 +119,7 @@ def test_the_table_names_what_a_set_leaves_out():
     assert lines[1].startswith("20261203T101500Z  2026-12-03T10:15:04Z  v1       3.0 KiB  ")
     assert lines[1].endswith("ledger, mongo (not backed up by this version of the suite), redis")
     assert sets.table([]) == ["no backup on the data host yet (take one: inv backup)"]
+    assert sets.table(sets.parse_manifests(json.dumps(FULL)))[1].endswith("ledger, mongo, redis")
 
 
 def test_ids_and_stores_are_checked():
@@ -104,10 +127,10 @@ def test_ids_and_stores_are_checked():
     for bad in ("", "../etc", "-x", "a b", "a" * 65, "x;rm"):
         with pytest.raises(BadInput, match="is not a backup id"):
             sets.check_id(bad)
-    assert sets.parse_stores("") == ("ledger", "redis")
-    assert sets.parse_stores("redis, ledger") == ("ledger", "redis")
-    with pytest.raises(BadInput, match="--only names mongo: choose from ledger, redis"):
-        sets.parse_stores("mongo")
+    assert sets.parse_stores("") == ("ledger", "redis", "mongo")
+    assert sets.parse_stores("mongo, redis, ledger") == ("ledger", "redis", "mongo")
+    with pytest.raises(BadInput, match="--only names postgres: choose from ledger, redis, mongo"):
+        sets.parse_stores("postgres,redis")
 
 
 def test_an_unknown_id_names_the_latest_ones():
@@ -121,6 +144,9 @@ def test_the_writers_of_a_store_are_stopped_for_its_restore():
     assert sets.writers(("ledger",)) == ["ledger-service"]
     assert sets.writers(("redis",)) == ["api-service", "auth-service", "transaction-service",
                                         "notification-service", "risk-service"]
+    assert sets.writers(("mongo",)) == ["api-service", "auth-service", "wallet-service",
+                                        "transaction-service", "ledger-service",
+                                        "risk-service"]
     assert sets.new_id(0) == "19700101T000000Z"
 
 
@@ -207,3 +233,45 @@ def test_backup_keep_is_validated(environments):
     environments(env_yaml(ONE_HOST, "backup_keep: {daily: -1}\n"))
     with pytest.raises(BadInput, match="backup_keep.daily: must be an integer from 0 to 1000"):
         load_environment("test")
+
+
+def test_sizes_are_read_in_binary_units():
+    assert [sets.human(n) for n in (0, 1023, 3072, 5 * 1024 ** 2, 7 * 1024 ** 4)] == [
+        "0 B", "1023 B", "3.0 KiB", "5.0 MiB", "7168.0 GiB"]
+
+
+class OneHostRemote:
+    """Every host's commands, recorded; scripts/backup.sh fails as a full disk would."""
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+
+    def run(self, command: str, timeout: int | None = None, check: bool = True):
+        self.ran.append(command)
+        if "./scripts/backup.sh" in command:
+            raise StepFailed("jafar-sandbox-1: backup: error: pg_dump of the ledger failed")
+        return SimpleNamespace(ok=True, stdout="")
+
+
+class OneRemotePool:
+    def __init__(self) -> None:
+        self.remote = OneHostRemote()
+
+    def get(self, host, admin: bool = False):
+        return self.remote
+
+    def renew(self, host, remote) -> None:
+        pass
+
+
+def test_a_failed_safety_backup_restores_nothing_and_says_the_writers_stay_stopped(sandbox):
+    chosen = sets.parse_manifests(json.dumps(FULL))[0]
+    pool = OneRemotePool()
+    with pytest.raises(StepFailed) as failed:
+        sets.restore(sandbox, pool, chosen, ("redis",), lambda host, text: None, safety=True)
+    assert str(failed.value) == (
+        "jafar-sandbox-1: backup: error: pg_dump of the ledger failed; the safety backup "
+        "failed, so nothing was restored: api-service, auth-service, transaction-service, "
+        "notification-service, risk-service stay stopped (start them with inv deploy --only "
+        "core.up, or restore with --skip-safety-backup when the stores are lost anyway)")
+    assert not any(".restoring" in c or "rm --stop" in c for c in pool.remote.ran)

@@ -142,9 +142,10 @@ def test_mongo_user_command_and_its_handoff():
 
 def test_the_roles_match_init_mongo():
     js = (ROOT / "scripts" / "init-mongo.js").read_text()
-    for user_key, role in rotation.MONGO_ROLES.items():
+    for user_key, (role, db) in rotation.MONGO_ROLES.items():
+        on = "appDbName" if db is None else f"'{db}'"
         assert re.search(rf"required\('{user_key}'\),\s*pwd: secret\('[a-z_]+'\),\s*roles: "
-                         rf"\[\{{ role: '{role}'", js), user_key
+                         rf"\[\{{ role: '{role}', db: {on} \}}\]", js), user_key
 
 
 def test_every_rotatable_key_is_a_credential_of_the_example():
