@@ -50,8 +50,11 @@ def _as(port: int, user: str = ROOT_USER, **kwargs: object) -> MongoClient:
 
 
 def _code(db: object, command: dict) -> int:
+    """The error's code; its codeName must be mongod's (mongosh's drop() tests the name)."""
     with pytest.raises(OperationFailure) as err:
         db.command(command)
+    assert not err.value.details["codeName"].startswith("Location") or err.value.code in (
+        15955, 40414, 40415, 51003, 51024), err.value.details  # mongod's own location codes
     return err.value.code
 
 
@@ -108,6 +111,9 @@ def test_standin_create_with_id_index_and_drop(rs: list[Standin]) -> None:
         assert db.list_collection_names() == []
         assert "tools_create" not in client.list_database_names()
         assert _code(db, {"drop": "c"}) == 26  # NamespaceNotFound: drivers ignore it
+        with pytest.raises(OperationFailure) as missing:
+            db.command({"drop": "c"})
+        assert missing.value.details["codeName"] == "NamespaceNotFound"  # what mongosh checks
         db.drop_collection("c")  # as mongorestore --drop calls it: no error
     # the secondary follows (create and drop are replicated like inserts)
     with _as(rs[1].port, read_preference=ReadPreference.SECONDARY_PREFERRED) as client:
