@@ -121,7 +121,7 @@ def _hashable(value: object) -> bool:
     return True
 
 
-_MISSING = object()
+MISSING = object()  # a dotted path that a document does not have
 
 
 def _path_values(doc: dict, path: str) -> list:
@@ -150,7 +150,7 @@ def doc_keys(doc: dict, key_pattern: dict, sparse: bool = False) -> set[tuple]:
     """The keys ``doc`` has in an index with this key pattern (empty for a sparse index when
     the document has none of the fields)."""
     fields = list(key_pattern)
-    if sparse and all(_present(doc, f) is _MISSING for f in fields):
+    if sparse and all(value_at(doc, f) is MISSING for f in fields):
         return set()
     combos: list[tuple] = [()]
     for field in fields:
@@ -160,13 +160,13 @@ def doc_keys(doc: dict, key_pattern: dict, sparse: bool = False) -> set[tuple]:
     return set(combos)
 
 
-def _present(doc: dict, path: str) -> object:
+def value_at(doc: dict, path: str) -> object:
     value: object = doc
     for part in path.split("."):
         if isinstance(value, dict) and part in value:
             value = value[part]
         else:
-            return _MISSING
+            return MISSING
     return value
 
 
@@ -210,7 +210,7 @@ class UniqueKeys:
 
 def duplicate_message(db: str, coll: str, spec: dict, doc: dict) -> str:
     """mongod's E11000 text: `... index: NAME dup key: { field: value }`."""
-    fields = ", ".join(f"{f}: {_shown(_present(doc, f))}" for f in spec["key"])
+    fields = ", ".join(f"{f}: {_shown(value_at(doc, f))}" for f in spec["key"])
     return (
         f"E11000 duplicate key error collection: {db}.{coll} index: {spec['name']} "
         f"dup key: {{ {fields} }}"
@@ -219,7 +219,7 @@ def duplicate_message(db: str, coll: str, spec: dict, doc: dict) -> str:
 
 def _shown(value: object) -> str:
     """A key value as mongod's messages print it (strings in double quotes, null, true...)."""
-    if value is _MISSING or value is None:
+    if value is MISSING or value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"

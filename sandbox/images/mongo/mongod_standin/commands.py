@@ -954,17 +954,6 @@ def _check_readable_users(conn: Connection) -> None:
 
 
 # ---- documents ---------------------------------------------------------------------------------
-_MISSING = object()
-
-
-def _value_at(doc: dict, path: str) -> object:
-    value = doc
-    for part in path.split("."):
-        if isinstance(value, dict) and part in value:
-            value = value[part]
-        else:
-            return _MISSING
-    return value
 
 
 def _equal(a: object, b: object) -> bool:
@@ -985,7 +974,7 @@ def _equal(a: object, b: object) -> bool:
 
 
 def _field_matches(value: object, wanted: object) -> bool:
-    if value is _MISSING:
+    if value is catalog.MISSING:
         return wanted is None
     if _equal(value, wanted):
         return True
@@ -1002,7 +991,7 @@ def matches(doc: dict, query: dict) -> bool:
     for key, wanted in query.items():
         if key.startswith("$"):
             raise not_implemented(f"the top-level query operator {key} (equality filters only)")
-        value = _value_at(doc, key)
+        value = catalog.value_at(doc, key)
         if isinstance(wanted, (Regex, re.Pattern)):
             raise not_implemented("regular expression filters (equality filters only)")
         if isinstance(wanted, dict) and wanted and any(k.startswith("$") for k in wanted):
@@ -1272,7 +1261,7 @@ def _group(docs: list, spec: object) -> list:
         if isinstance(operand, (int, float)) and not isinstance(operand, bool):
             out[name] = operand * len(docs)
         elif isinstance(operand, str) and operand.startswith("$") and not operand.startswith("$$"):
-            values = [_value_at(d, operand[1:]) for d in docs]
+            values = [catalog.value_at(d, operand[1:]) for d in docs]
             out[name] = sum(
                 v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
             )
