@@ -66,7 +66,7 @@ ENV_KEYS = {
     "overlay", "awslogs_group", "aws_region", "host", "replicas", "max_replicas", "lock_ttl",
     "pool_size", "data_limits", "health_interval", "release", "gateway", "pins", "gateway_bind",
     "aws", "secrets", "rotate_after_days", "awslogs_retention_days", "awslogs_kms_key",
-    "hosts_from", "backup_at", "backup_keep",
+    "hosts_from", "backup_at", "backup_keep", "backup_max_size",
 }
 HOSTS_FROM_KEYS = {"tags", "role_tag", "address", "user", "port", "key", "become"}
 ADDRESS_KINDS = {"private_ip": "PrivateIpAddress", "public_ip": "PublicIpAddress",
@@ -82,6 +82,8 @@ DATA_LIMIT_KEYS = ("mongo", "redis", "postgres")
 DEFAULT_DATA_LIMITS = {"mongo": 1000, "redis": 1000, "postgres": 100}
 _INTERVAL = re.compile(r"^[1-9][0-9]{0,2}s$")
 _CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+_SIZE = re.compile(r"^([1-9][0-9]{0,5})(MiB|GiB|TiB)$")
+SIZE_UNITS = {"MiB": 1024 ** 2, "GiB": 1024 ** 3, "TiB": 1024 ** 4}
 HOST_SETUP_KEYS = {"admin_user", "deploy_user", "operator_keys", "ssh_cidr", "docker_source",
                    "compose_plugin", "insecure_registries", "shared_kernel", "userns_remap",
                    "sshd_extra", "admin_key", "log_forward"}
@@ -277,6 +279,7 @@ class Environment:
     lock_ttl: int = 600                # seconds without renewal after which a lock is stale
     backup_at: str = "02:30"           # UTC time of the daily backup (inv backup.schedule)
     backup_keep: tuple[int, int, int] = (7, 4, 12)  # sets kept: newest per day, week, month
+    backup_max_bytes: int = 20 * 1024 ** 3  # the sets on the data host at most (backup_max_size)
     pool_size: int = 10                # connections each service replica may open per store
     data_limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_DATA_LIMITS))
     health_interval: str = "10s"       # Docker health check interval of the core services
@@ -798,6 +801,9 @@ def _operations(check: _Checker, raw: dict[str, Any], key: str, adhoc: bool) -> 
         "replicas": check.integer(raw.get("replicas", 1), f"{key}.replicas", 1, max_replicas),
         "lock_ttl": check.integer(raw.get("lock_ttl", 600), f"{key}.lock_ttl", 60, 86400),
         "backup_keep": _keep(check, raw.get("backup_keep") or {}, f"{key}.backup_keep"),
+        "backup_max_bytes": _size(check.string(raw.get("backup_max_size", "20GiB"),
+                                               f"{key}.backup_max_size", _SIZE,
+                                               "a size like 20GiB (MiB, GiB or TiB)")),
         "backup_at": check.string(_clock(raw.get("backup_at", "02:30")), f"{key}.backup_at",
                                   _CLOCK, "a UTC time like 02:30 (00:00 to 23:59)"),
         "pool_size": check.integer(raw.get("pool_size", 10), f"{key}.pool_size", 1, 1000),
@@ -822,6 +828,11 @@ def _keep(check: _Checker, value: Any, key: str) -> tuple[int, int, int]:
     daily, weekly, monthly = (check.integer(raw.get(p, d), f"{key}.{p}", 0, 1000)
                               for p, d in zip(KEEP_PERIODS, (7, 4, 12), strict=True))
     return daily, weekly, monthly
+
+
+def _size(text: str) -> int:
+    """20GiB -> bytes (the text matched _SIZE already)."""
+    return int(text[:-3]) * SIZE_UNITS[text[-3:]]
 
 
 def _clock(value: Any) -> Any:

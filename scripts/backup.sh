@@ -3,13 +3,15 @@
 #
 # Run on the data host, from the deploy path (`inv backup` runs exactly this; so can a timer):
 #     ./scripts/backup.sh [--id ID] [--project NAME] [--timeout SECONDS] [--keep D,W,M]
-#                         [--release TAG]
+#                         [--max-bytes N] [--release TAG]
 #
 #   --id ID            the set's name (default: the UTC time, e.g. 20261203T154500Z)
 #   --project NAME     compose project of the data stack (default: jafar-data)
 #   --timeout SECONDS  how long Redis' BGSAVE may take (default: 600)
 #   --keep D,W,M       then keep only the newest set of each of the last D days, W weeks and
 #                      M months (scripts/backup_retention.py; default: remove nothing)
+#   --max-bytes N      with --keep: then remove the oldest sets until all fit in N bytes (the
+#                      newest is always kept)
 #   --release TAG      the release running, recorded in the manifest (default: the tag of
 #                      state/release.json when this host runs the core stack, else unknown)
 #
@@ -31,7 +33,8 @@
 # collections (no --oplog): each collection is read once, as mongodump does without it.
 #
 # The set is written to backups/.ID.partial and renamed when complete, so a set that is listed
-# is whole. One backup at a time on a host (flock on backups/.lock): a second one exits 1.
+# is whole. It refuses to start when the file system of backups/ has less free space than
+# twice the newest set (a full disk would stop the databases beside it). One backup at a time on a host (flock on backups/.lock): a second one exits 1.
 # No secret is on a command line, in the environment of a container, or in the output: the
 # Redis password goes from secrets/redis_password to redis-cli on stdin, MongoDB's backup
 # password from secrets/mongo_backup_password to mongodump on stdin (it reads one line there).
@@ -51,6 +54,7 @@ project="jafar-data"
 timeout_s=600
 release="unknown"
 keep=""
+max_bytes=0
 
 die() {
     echo "backup: error: $*" >&2
@@ -58,13 +62,13 @@ die() {
 }
 
 usage_error() {
-    echo "backup: $* (usage: ./scripts/backup.sh [--id ID] [--project NAME] [--timeout SECONDS] [--keep D,W,M] [--release TAG])" >&2
+    echo "backup: $* (usage: ./scripts/backup.sh [--id ID] [--project NAME] [--timeout SECONDS] [--keep D,W,M] [--max-bytes N] [--release TAG])" >&2
     exit 2
 }
 
 while [ "$#" -gt 0 ]; do
     case "$1" in
-        --id | --project | --timeout | --release | --keep)
+        --id | --project | --timeout | --release | --keep | --max-bytes)
             [ "$#" -ge 2 ] || usage_error "$1 needs a value"
             case "$1" in
                 --id) id="$2" ;;
@@ -72,6 +76,7 @@ while [ "$#" -gt 0 ]; do
                 --timeout) timeout_s="$2" ;;
                 --release) release="$2" ;;
                 --keep) keep="$2" ;;
+                --max-bytes) max_bytes="$2" ;;
             esac
             shift 2
             ;;
@@ -93,6 +98,8 @@ done
     || usage_error "--timeout must be a whole number of seconds between 1 and 99999"
 [[ -z "$keep" || "$keep" =~ ^[0-9]{1,4},[0-9]{1,4},[0-9]{1,4}$ ]] \
     || usage_error "--keep must be DAILY,WEEKLY,MONTHLY counts, e.g. 7,4,12"
+[[ "$max_bytes" =~ ^[0-9]{1,16}$ ]] \
+    || usage_error "--max-bytes must be a number of bytes"
 [[ "$release" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$ ]] \
     || usage_error "--release must be an image tag (letters, digits, . _ -)"
 
@@ -129,6 +136,14 @@ flock -n 9 || die "another backup is running on this host (it holds $DIR/.lock);
 [ ! -e "$DIR/.restoring" ] \
     || die "a restore of set $(head -c 64 "$DIR/.restoring") is under way or failed: backups wait until a restore succeeds (inv restore)"
 [ ! -e "$DIR/$id" ] || die "a backup named $id already exists in $DIR"
+# room for this set: twice the newest one (sets only grow with the data)
+newest="$(find "$DIR" -mindepth 2 -maxdepth 2 -name manifest.json -printf '%h\n' | sort | tail -n 1)"
+if [ -n "$newest" ]; then
+    need=$((2 * $(du -sb "$newest" | cut -f1)))
+    free=$(df -PB1 --output=avail "$DIR" | tail -n 1 | tr -d ' ')
+    [ "$free" -ge "$need" ] \
+        || die "only $free bytes free for $DIR, and the newest set ($(basename "$newest")) needs about $((need / 2)): free space or lower backup_keep/backup_max_size"
+fi
 work="$DIR/.$id.partial"
 rm -rf "$work"
 mkdir "$work"
@@ -272,7 +287,7 @@ if [ -w "$TEXTFILE" ]; then
     printf '%s\n' "$metrics" >"$TEXTFILE"
 fi
 if [ -n "$keep" ]; then
-    python3 scripts/backup_retention.py --keep "$keep" "$DIR" \
+    python3 scripts/backup_retention.py --keep "$keep" --max-bytes "$max_bytes" "$DIR" \
         || die "set $id is complete, but applying --keep $keep failed"
 fi
 echo "backup $id complete"

@@ -34,9 +34,9 @@ def keep(env: Environment) -> str:
 
 def take(env: Environment, backup_id: str, release: str, timeout: int,
          retain: bool = True) -> str:
-    """`./scripts/backup.sh`: one set, named `backup_id`, then (with `retain`) the retention;
-    its last line says it is complete."""
-    retention = ["--keep", keep(env)] if retain else []
+    """`./scripts/backup.sh`: one set, named `backup_id`, then (with `retain`) the retention
+    (backup_keep, then backup_max_size); its last line says it is complete."""
+    retention = ["--keep", keep(env), "--max-bytes", str(env.backup_max_bytes)] if retain else []
     script = shlex.join(["./scripts/backup.sh", "--id", backup_id, "--project",
                          compose_project(env, "data"), "--timeout", str(timeout),
                          *retention, "--release", release])

@@ -55,7 +55,7 @@ def backup(c: Context, host: str | None = None) -> None:
                 detail = f"backup {taken.id}: {sets.human(taken.size)}, " + ", ".join(
                     f"{k} {v['sha256'][:12]}" for k, v in sorted(taken.files.items()))
                 if removed:
-                    detail += f"; backup_keep removed {', '.join(removed)}"
+                    detail += f"; retention removed {', '.join(removed)}"
                 trail.add(data.name, "backup", "changed", detail)
                 session.printer.line(f"[{data.name}] ", detail)
         finally:

@@ -255,6 +255,23 @@ def test_no_backup_runs_while_a_restore_is_unfinished(taken):
         on_host("rm", "-f", "/opt/jafar/backups/.restoring")
 
 
+def test_no_backup_starts_without_room_for_twice_the_newest_set(taken):
+    """A full disk would stop the databases beside the backups: a set that seems 1 TiB (a
+    sparse file) is the newest, so a backup needs 2 TiB free and refuses to start."""
+    big = "/opt/jafar/backups/20991231T000000Z"
+    on_host("sh", "-c", f"mkdir {big} && echo '{{}}' > {big}/manifest.json && "
+            f"truncate -s 1T {big}/ledger.pgdump")
+    try:
+        refused = inv("backup")
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "bytes free for backups, and the newest set (20991231T000000Z) needs about " \
+               "1099511627" in refused.stderr, refused.stderr
+        assert not on_host("sh", "-c", "ls -d /opt/jafar/backups/.*.partial 2>/dev/null",
+                           check=False).stdout.strip()
+    finally:
+        on_host("rm", "-rf", big)
+
+
 def test_the_timer_is_installed_once_and_its_backup_runs_by_hand_and_is_reported(taken):
     first = inv("backup.schedule")
     assert first.returncode == 0, first.stdout + first.stderr
@@ -297,5 +314,17 @@ def test_backup_keep_removes_the_sets_it_does_not_keep(taken, tmp_path):
     after = [s["id"] for s in sets()]
     assert after[0] == "20200102T000000Z" and len(after) == 2, after
     removed = sorted(set(before) - set(after))
-    assert f"backup_keep removed {', '.join(removed)}" in done.stdout
+    assert f"retention removed {', '.join(removed)}" in done.stdout
     assert removed == ["20200101T000000Z", newest]  # today's newest is the new one now
+    # backup_max_size: the oldest go first until the sets fit (an 8 MiB one made to be too big)
+    on_host("sh", "-c", f"cp -a /opt/jafar/backups/{after[0]} /opt/jafar/backups/20200103T000000Z"
+            " && sed -i 's/\"id\": \"[^\"]*\"/\"id\": \"20200103T000000Z\"/' "
+            "/opt/jafar/backups/20200103T000000Z/manifest.json && head -c 8388608 /dev/urandom "
+            "> /opt/jafar/backups/20200103T000000Z/filler")
+    (tmp_path / "small").mkdir()
+    small = sandbox_config(tmp_path / "small", backup_max_size="4MiB")
+    done = run_inv("backup", "--host", "sandbox", env=small, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    left = [s["id"] for s in sets()]
+    assert "20200102T000000Z" not in left and "20200103T000000Z" not in left, left
+    assert "retention removed 20200102T000000Z, 20200103T000000Z" in done.stdout, done.stdout

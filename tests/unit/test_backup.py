@@ -26,7 +26,7 @@ def sandbox():
 def test_take_runs_the_script_an_operator_runs(sandbox):
     assert cmd.take(sandbox, "20261203T101500Z", "v1.4.2", 600) == (
         "cd /opt/jafar && ./scripts/backup.sh --id 20261203T101500Z --project jafar-data "
-        "--timeout 600 --keep 7,4,12 --release v1.4.2")
+        "--timeout 600 --keep 7,4,12 --max-bytes 21474836480 --release v1.4.2")
     # the safety backup of a restore: no retention (it could remove the set being restored)
     assert cmd.take(sandbox, "X-before-restore", "v1", 600, retain=False) == (
         "cd /opt/jafar && ./scripts/backup.sh --id X-before-restore --project jafar-data "
@@ -219,6 +219,39 @@ def test_retention_removes_what_it_does_not_keep(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         ".20261203T000000Z.partial", "20261202T120000Z", "odd"]
     assert r.main(["--keep", "7,4", str(tmp_path)]) == 2
+
+
+def test_retention_then_fits_the_sets_in_max_bytes_oldest_first(tmp_path, capsys):
+    r = retention()
+    sizes = {"20261201T000000Z": 400, "20261202T000000Z": 300, "20261203T000000Z": 200,
+             "odd": 50}
+    kept = set(sizes)
+    assert r.within(sizes, kept, 1000) == kept                       # 950 fits
+    assert r.within(sizes, kept, 600) == {"20261202T000000Z", "20261203T000000Z", "odd"}
+    assert r.within(sizes, kept, 100) == {"20261203T000000Z", "odd"}  # never the newest
+    for name, n in sizes.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text("x" * n)
+    assert r.main(["--keep", "7,4,12", "--max-bytes", "100", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert out == "removed 20261201T000000Z\nremoved 20261202T000000Z\n"
+    assert err == ("backup_retention: the sets kept take 250 bytes, more than the 100 allowed, "
+                   "and the newest set (and a folder not named by a time) is never removed: "
+                   "raise backup_max_size\n")
+
+
+def test_backup_max_size_is_read_in_binary_units(environments):
+    from fabfile.config import load_environment
+    from tests.unit.test_config import ONE_HOST
+
+    assert load_environment("sandbox").backup_max_bytes == 20 * 1024 ** 3  # the default
+    environments(env_yaml(ONE_HOST, "backup_max_size: 512MiB\n"))
+    assert load_environment("test").backup_max_bytes == 512 * 1024 ** 2
+    for bad in ("20GB", "0GiB", "-1GiB", "20 GiB", "1.5TiB"):
+        environments(env_yaml(ONE_HOST, f"backup_max_size: {bad}\n"))
+        with pytest.raises(BadInput, match="backup_max_size: invalid value .*; a size like "
+                                           r"20GiB \(MiB, GiB or TiB\)"):
+            load_environment("test")
 
 
 def test_backup_keep_is_validated(environments):
