@@ -207,12 +207,13 @@ absent="$("${compose[@]}" exec -T mongo-secondary sh -c 'command -v mongodump >/
 mongo_version="" mongo_skipped=""
 case "$absent" in
     "")
-        "${compose[@]}" exec -T mongo-secondary mongodump --host localhost --port 27018 --tls \
-            --tlsCAFile /run/secrets/data_ca_crt --username "$backup_user" \
+        # (the Database Tools spell TLS --ssl/--sslCAFile)
+        "${compose[@]}" exec -T mongo-secondary mongodump --host localhost --port 27018 --ssl \
+            --sslCAFile /run/secrets/data_ca_crt --username "$backup_user" \
             --authenticationDatabase "$app_db" --readPreference secondaryPreferred \
             --db "$app_db" --archive --gzip <"$SECRETS_DIR/mongo_backup_password" \
             >"$work/mongo.archive.gz" 2>"$work/.mongodump.log" \
-            || die "mongodump of $app_db failed: $(grep -v 'Enter password' "$work/.mongodump.log" | tail -n 1)"
+            || die "mongodump of $app_db failed: $(grep -v -e 'Enter password' -e "try 'mongodump --help'" "$work/.mongodump.log" | tail -n 1)"
         mongo_version="$("${compose[@]}" exec -T mongo-secondary mongodump --version | head -n 1)"
         files+=(mongo.archive.gz)
         ;;
@@ -235,10 +236,11 @@ ID="$id" STARTED="$started" RELEASE="$release" PG_VERSION="$pg_version" \
 import hashlib, json, os, re, sys, time
 work, names = sys.argv[1], sys.argv[2:]
 e = os.environ
-# mongodump's log: "done dumping DB.COLLECTION (N documents)" per collection
+# mongodump's log: "done dumping `DB.COLLECTION` (N documents)" per collection
 with open(os.path.join(work, ".mongodump.log")) as f:
     dumped = {m[1]: int(m[2]) for m in re.finditer(
-        r"done dumping " + re.escape(e["MONGO_DB"]) + r"\.(\S+) \((\d+) documents?\)", f.read())}
+        r"done dumping `" + re.escape(e["MONGO_DB"]) + r"\.([^`]+)` \((\d+) documents?\)",
+        f.read())}
 os.remove(os.path.join(work, ".mongodump.log"))
 def entry(name):
     with open(os.path.join(work, name), "rb") as f:

@@ -145,7 +145,7 @@ def load_redis(env: Environment, backup_id: str) -> str:
 # primary. Only MONGO_APP_DB's collections are restored (the users are init-replica.sh's, with
 # today's passwords); --drop makes a second run give the same end state; every write waits for
 # a majority of the members.
-MONGO_LOAD = ('exec mongorestore --host "$1" --tls --tlsCAFile /run/secrets/data_ca_crt '
+MONGO_LOAD = ('exec mongorestore --host "$1" --ssl --sslCAFile /run/secrets/data_ca_crt '
               '--username "$MONGO_ROOT_USERNAME" --authenticationDatabase admin '
               '--archive --gzip --drop --nsInclude "$MONGO_APP_DB.*" '
               "--writeConcern '{w: \"majority\"}' --stopOnError")

@@ -83,8 +83,8 @@ def test_mongo_is_restored_on_the_primary_from_stdin_after_roots_password(sandbo
         "cd /opt/jafar && seeds=\"rs0/$(sed -n 's/^MONGO_HOSTS=//p' .env.ec2 | tail -n 1)\" && "
         '{ printf "%s\\n" "$(cat secrets/mongo_root_password)"; '
         "cat /opt/jafar/backups/X1/mongo.archive.gz; } | "
-        f"{{ {DATA} exec -T mongo-primary sh -c 'exec mongorestore --host \"$1\" --tls "
-        "--tlsCAFile /run/secrets/data_ca_crt --username \"$MONGO_ROOT_USERNAME\" "
+        f"{{ {DATA} exec -T mongo-primary sh -c 'exec mongorestore --host \"$1\" --ssl "
+        "--sslCAFile /run/secrets/data_ca_crt --username \"$MONGO_ROOT_USERNAME\" "
         "--authenticationDatabase admin --archive --gzip --drop --nsInclude \"$MONGO_APP_DB.*\" "
         "--writeConcern '\"'\"'{w: \"majority\"}'\"'\"' --stopOnError' mongorestore \"$seeds\"; }")
 
