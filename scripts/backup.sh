@@ -140,7 +140,7 @@ flock -n 9 || die "another backup is running on this host (it holds $DIR/.lock);
 newest="$(find "$DIR" -mindepth 2 -maxdepth 2 -name manifest.json -printf '%h\n' | sort | tail -n 1)"
 if [ -n "$newest" ]; then
     need=$((2 * $(du -sb "$newest" | cut -f1)))
-    free=$(df -PB1 --output=avail "$DIR" | tail -n 1 | tr -d ' ')
+    free=$(df -B1 --output=avail "$DIR" | tail -n 1 | tr -d ' ')
     [ "$free" -ge "$need" ] \
         || die "only $free bytes free for $DIR, and the newest set ($(basename "$newest")) needs about $((need / 2)): free space or lower backup_keep/backup_max_size"
 fi
