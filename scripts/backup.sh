@@ -3,7 +3,7 @@
 #
 # Run on the data host, from the deploy path (`inv backup` runs exactly this; so can a timer):
 #     ./scripts/backup.sh [--id ID] [--project NAME] [--timeout SECONDS] [--keep D,W,M]
-#                         [--max-bytes N] [--release TAG]
+#                         [--max-bytes N] [--release TAG] [--verify-every DAYS]
 #
 #   --id ID            the set's name (default: the UTC time, e.g. 20261203T154500Z)
 #   --project NAME     compose project of the data stack (default: jafar-data)
@@ -14,6 +14,9 @@
 #                      newest is always kept)
 #   --release TAG      the release running, recorded in the manifest (default: the tag of
 #                      state/release.json when this host runs the core stack, else unknown)
+#   --verify-every DAYS  then, when the last verify that passed is DAYS days old or more,
+#                      prove this set restores (scripts/backup-verify.sh); a failed verify
+#                      makes this script fail (the set stays)
 #
 # What a set holds (mode 0600 files in a 0700 folder):
 #   ledger.pgdump  pg_dump -Fc of the ledger database (run inside postgres-ledger, over its
@@ -42,10 +45,8 @@
 # nothing left behind but the set's .partial folder, removed), 2 bad arguments.
 set -euo pipefail
 
-readonly COMPOSE_FILE="compose/docker-compose.data.yml"
-readonly ENV_FILE=".env.ec2"
-readonly SECRETS_DIR="secrets"
-readonly DIR="backups"
+# shellcheck source=scripts/backup-lib.sh
+. "$(dirname "$0")/backup-lib.sh"
 files=(ledger.pgdump redis.rdb)  # the set's files but the manifest (mongo.archive.gz added)
 readonly TEXTFILE="${JAFAR_BACKUP_TEXTFILE:-/var/lib/prometheus/node-exporter/jafar_backup.prom}"
 
@@ -55,6 +56,7 @@ timeout_s=600
 release="unknown"
 keep=""
 max_bytes=0
+verify_every=0
 
 die() {
     echo "backup: error: $*" >&2
@@ -62,13 +64,13 @@ die() {
 }
 
 usage_error() {
-    echo "backup: $* (usage: ./scripts/backup.sh [--id ID] [--project NAME] [--timeout SECONDS] [--keep D,W,M] [--max-bytes N] [--release TAG])" >&2
+    echo "backup: $* (usage: ./scripts/backup.sh [--id ID] [--project NAME] [--timeout SECONDS] [--keep D,W,M] [--max-bytes N] [--release TAG] [--verify-every DAYS])" >&2
     exit 2
 }
 
 while [ "$#" -gt 0 ]; do
     case "$1" in
-        --id | --project | --timeout | --release | --keep | --max-bytes)
+        --id | --project | --timeout | --release | --keep | --max-bytes | --verify-every)
             [ "$#" -ge 2 ] || usage_error "$1 needs a value"
             case "$1" in
                 --id) id="$2" ;;
@@ -77,6 +79,7 @@ while [ "$#" -gt 0 ]; do
                 --release) release="$2" ;;
                 --keep) keep="$2" ;;
                 --max-bytes) max_bytes="$2" ;;
+                --verify-every) verify_every="$2" ;;
             esac
             shift 2
             ;;
@@ -100,6 +103,8 @@ done
     || usage_error "--keep must be DAILY,WEEKLY,MONTHLY counts, e.g. 7,4,12"
 [[ "$max_bytes" =~ ^[0-9]{1,16}$ ]] \
     || usage_error "--max-bytes must be a number of bytes"
+[[ "$verify_every" =~ ^[0-9]{1,3}$ ]] \
+    || usage_error "--verify-every must be a number of days (0: never)"
 [[ "$release" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$ ]] \
     || usage_error "--release must be an image tag (letters, digits, . _ -)"
 
@@ -111,9 +116,6 @@ for secret in redis_password mongo_backup_password; do
         || die "$SECRETS_DIR/$secret cannot be read in $(pwd) (run env.sync)"
 done
 
-env_value() {  # KEY: its value in .env.ec2, read as data (the file is never sourced)
-    sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1 | sed -e 's/^"\(.*\)"$/\1/' -e "s/^'\(.*\)'$/\1/"
-}
 backup_user="$(env_value MONGO_BACKUP_USER)"
 app_db="$(env_value MONGO_APP_DB)"
 if [ -z "$backup_user" ] || [ -z "$app_db" ]; then
@@ -155,14 +157,28 @@ for service in postgres-ledger redis mongo-secondary; do
         || die "$service is not running in compose project $project (run data.up first)"
 done
 
-# --- PostgreSQL: the ledger database, custom format (pg_restore reads it) ---------------------
-# shellcheck disable=SC2016  # expanded by the container's shell
-"${compose[@]}" exec -T postgres-ledger sh -c 'exec pg_dump -U "$POSTGRES_USER" -Fc "$POSTGRES_DB"' \
-    >"$work/ledger.pgdump" || die "pg_dump of the ledger failed"
+# --- PostgreSQL: the ledger database, custom format (pg_restore reads it), and its rows -----
+# One psql session: a repeatable-read transaction exports its snapshot, pg_dump (run by psql's
+# \!) reads exactly that snapshot, then scripts/ledger-digest.sql counts and checksums each
+# table in the same snapshot, so the manifest describes the rows of the dump (backup-verify.sh
+# compares a restore of it with them). psql 15 does not report \!'s exit status: a marker does.
+# shellcheck disable=SC2016  # expanded by psql and by the container's shell
+{
+    printf '%s\n' 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;' \
+        'SELECT pg_export_snapshot() AS jafar_snapshot \gset' \
+        '\setenv JAFAR_SNAPSHOT :jafar_snapshot' \
+        '\! pg_dump -U "$POSTGRES_USER" -Fc --snapshot="$JAFAR_SNAPSHOT" "$POSTGRES_DB" || echo PG_DUMP_FAILED >&2' \
+        '\o /dev/stderr'
+    cat scripts/ledger-digest.sql
+    echo 'COMMIT;'
+} | "${compose[@]}" exec -T postgres-ledger sh -c \
+        'exec psql -X -q -At -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$POSTGRES_DB"' \
+    >"$work/ledger.pgdump" 2>"$work/.ledger.log" \
+    || die "pg_dump of the ledger failed: $(grep -v $'^TABLE\t' "$work/.ledger.log" | tail -n 1)"
+if grep -q '^PG_DUMP_FAILED$' "$work/.ledger.log"; then
+    die "pg_dump of the ledger failed: $(grep -v -e '^PG_DUMP_FAILED$' -e $'^TABLE\t' "$work/.ledger.log" | tail -n 1)"
+fi
 pg_version="$("${compose[@]}" exec -T postgres-ledger pg_dump --version)"
-# shellcheck disable=SC2016  # expanded by the container's shell
-ledger_tables="$(echo "SELECT count(*) FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema');" \
-    | "${compose[@]}" exec -T postgres-ledger sh -c 'exec psql -X -q -At -U "$POSTGRES_USER" -d "$POSTGRES_DB"')"
 
 # --- Redis: BGSAVE, waited for, then its RDB file -------------------------------------------
 # redis-cli inside the container, the password on its stdin (REDISCLI_AUTH in its own
@@ -195,6 +211,10 @@ done
 [ "$(info_field rdb_last_bgsave_status)" = ok ] || die "Redis' BGSAVE failed (see its log: inv logs redis)"
 "${compose[@]}" exec -T redis cat /data/dump.rdb >"$work/redis.rdb" || die "reading Redis' dump.rdb failed"
 redis_keys="$(redis_cli DBSIZE | tr -d '\r')"
+# the keys the file itself holds (redis-check-rdb, in a scratch container of the same image):
+# what backup-verify.sh compares with; DBSIZE may count writes made after the save
+rdb_keys="$(rdb_keys "$work/redis.rdb" "$(service_image redis)")" \
+    || die "redis-check-rdb refused the RDB Redis wrote: $rdb_keys"
 redis_version="$("${compose[@]}" exec -T redis redis-server --version)"
 
 # --- MongoDB: mongodump of the application database, from the secondary ---------------------
@@ -204,7 +224,7 @@ redis_version="$("${compose[@]}" exec -T redis redis-server --version)"
 # shellcheck disable=SC2016  # run by the container's shell
 absent="$("${compose[@]}" exec -T mongo-secondary sh -c 'command -v mongodump >/dev/null && exit
     head -c 300 /usr/local/share/mongo-tools/ABSENT 2>/dev/null || echo missing')"
-mongo_version="" mongo_skipped=""
+mongo_version="" mongo_skipped="" mongo_digest="{}"
 case "$absent" in
     "")
         # (the Database Tools spell TLS --ssl/--sslCAFile)
@@ -215,6 +235,8 @@ case "$absent" in
             >"$work/mongo.archive.gz" 2>"$work/.mongodump.log" \
             || die "mongodump of $app_db failed: $(grep -v -e 'Enter password' -e "try 'mongodump --help'" "$work/.mongodump.log" | tail -n 1)"
         mongo_version="$("${compose[@]}" exec -T mongo-secondary mongodump --version | head -n 1)"
+        mongo_digest="$(python3 scripts/backup_digest.py mongo "$work/mongo.archive.gz" "$app_db")" \
+            || die "the archive mongodump wrote cannot be read back: $mongo_digest"
         files+=(mongo.archive.gz)
         ;;
     missing)
@@ -230,8 +252,9 @@ esac
 # --- the manifest ---------------------------------------------------------------------------
 (cd "$work" && sha256sum "${files[@]}" >SHA256SUMS)
 ID="$id" STARTED="$started" RELEASE="$release" PG_VERSION="$pg_version" \
-    REDIS_VERSION="$redis_version" REDIS_KEYS="$redis_keys" LEDGER_TABLES="$ledger_tables" \
+    REDIS_VERSION="$redis_version" REDIS_KEYS="$redis_keys" RDB_KEYS="$rdb_keys" \
     MONGO_VERSION="$mongo_version" MONGO_DB="$app_db" MONGO_USER="$backup_user" \
+    MONGO_DIGEST="$mongo_digest" \
     MONGO_SKIPPED="$mongo_skipped" HOST="$(hostname)" python3 - "$work" "${files[@]}" <<'PY'
 import hashlib, json, os, re, sys, time
 work, names = sys.argv[1], sys.argv[2:]
@@ -242,6 +265,14 @@ with open(os.path.join(work, ".mongodump.log")) as f:
         r"done dumping `" + re.escape(e["MONGO_DB"]) + r"\.([^`]+)` \((\d+) documents?\)",
         f.read())}
 os.remove(os.path.join(work, ".mongodump.log"))
+digest = json.loads(e["MONGO_DIGEST"])
+if not e["MONGO_SKIPPED"] and {k: v["documents"] for k, v in digest.items()} != dumped:
+    sys.exit("backup: error: the archive does not hold the documents mongodump said it dumped")
+# the ledger's tables, counted and checksummed in the snapshot pg_dump read
+with open(os.path.join(work, ".ledger.log")) as f:
+    tables = {name: {"rows": int(rows), "checksum": checksum} for name, rows, checksum in (
+        line.rstrip("\n").split("\t")[1:] for line in f if line.startswith("TABLE\t"))}
+os.remove(os.path.join(work, ".ledger.log"))
 def entry(name):
     with open(os.path.join(work, name), "rb") as f:
         data = f.read()
@@ -253,13 +284,15 @@ manifest = {
     "files": {name: entry(name) for name in names},
     "stores": {
         "ledger": {"file": "ledger.pgdump", "tool": e["PG_VERSION"].strip(),
-                   "tables": int(e["LEDGER_TABLES"].strip() or 0)},
+                   "tables": tables},
         "redis": {"file": "redis.rdb", "tool": e["REDIS_VERSION"].strip(),
-                  "keys": int(e["REDIS_KEYS"].strip() or 0), "aof": "on"},
+                  "keys": int(e["REDIS_KEYS"].strip() or 0), "rdb_keys": int(e["RDB_KEYS"]),
+                  "aof": "on"},
         "mongo": {"skipped": e["MONGO_SKIPPED"]} if e["MONGO_SKIPPED"] else {
             "file": "mongo.archive.gz", "tool": e["MONGO_VERSION"].strip(),
             "database": e["MONGO_DB"], "user": e["MONGO_USER"], "collections": dumped,
-            "documents": sum(dumped.values())},
+            "documents": sum(dumped.values()), "checksums": {
+                name: d["checksum"] for name, d in digest.items()}},
     },
 }
 with open(os.path.join(work, "manifest.json"), "w") as f:
@@ -269,6 +302,23 @@ PY
 chmod 0600 "$work"/*
 mv "$work" "$DIR/$id"
 trap - EXIT
+
+if [ -n "$keep" ]; then
+    python3 scripts/backup_retention.py --keep "$keep" --max-bytes "$max_bytes" "$DIR" \
+        || die "set $id is complete, but applying --keep $keep failed"
+fi
+
+# The proof, when one is due: backup-verify.sh writes backups/.verified when it passes and
+# backups/.verify-failed when it does not (both read below, for the metrics).
+verified=ok
+if [ "$verify_every" -gt 0 ]; then
+    last="$(stat -c %Y "$DIR/.verified" 2>/dev/null || echo 0)"
+    # an hour's slack: the timer's random delay must not push a weekly proof to the 8th day
+    if [ $(($(date +%s) - last + 3600)) -ge $((verify_every * 86400)) ]; then
+        JAFAR_BACKUP_LOCK_HELD=1 ./scripts/backup-verify.sh --project "$project" "$id" \
+            || verified=failed
+    fi
+fi
 
 # For node_exporter's textfile collector, where `inv backup.schedule` made this file ours
 # (the folder is root's): rewritten in place, one write.
@@ -285,11 +335,14 @@ if [ -w "$TEXTFILE" ]; then
         for f in "${files[@]}"; do
             echo "jafar_backup_last_bytes{file=\"$f\"} $(stat -c %s "$DIR/$id/$f")"
         done
+        echo "# HELP jafar_backup_last_verified_timestamp_seconds When a backup set last restored to what it recorded (scripts/backup-verify.sh)."
+        echo "# TYPE jafar_backup_last_verified_timestamp_seconds gauge"
+        echo "jafar_backup_last_verified_timestamp_seconds $(stat -c %Y "$DIR/.verified" 2>/dev/null || echo 0)"
+        echo "# HELP jafar_backup_verify_failed 1 when the last verify of a backup set found a difference or failed."
+        echo "# TYPE jafar_backup_verify_failed gauge"
+        echo "jafar_backup_verify_failed $([ -e "$DIR/.verify-failed" ] && echo 1 || echo 0)"
     )"
     printf '%s\n' "$metrics" >"$TEXTFILE"
 fi
-if [ -n "$keep" ]; then
-    python3 scripts/backup_retention.py --keep "$keep" --max-bytes "$max_bytes" "$DIR" \
-        || die "set $id is complete, but applying --keep $keep failed"
-fi
+[ "$verified" = ok ] || die "set $id is complete, but it does not restore to what it recorded (the table above)"
 echo "backup $id complete"

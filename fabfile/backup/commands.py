@@ -43,6 +43,15 @@ def take(env: Environment, backup_id: str, release: str, timeout: int,
     return f"cd {shlex.quote(env.deploy_path)} && {script}"
 
 
+def verify(env: Environment, backup_id: str) -> str:
+    """`./scripts/backup-verify.sh`: restore the set into scratch containers (no network,
+    limited) and compare each table's and collection's rows and checksum with the manifest's;
+    its last line says whether it passed."""
+    script = shlex.join(["./scripts/backup-verify.sh", "--project", compose_project(env, "data"),
+                         backup_id])
+    return f"cd {shlex.quote(env.deploy_path)} && {script}"
+
+
 def manifests(env: Environment) -> str:
     """Every complete set's manifest, one JSON document a line (nothing when there is none)."""
     return (f"cd {shlex.quote(env.deploy_path)} && for m in {BACKUP_DIR}/*/{MANIFEST}; do "

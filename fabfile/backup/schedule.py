@@ -1,5 +1,6 @@
-"""backup.schedule: a systemd timer on the data host runs scripts/backup.sh daily, without the
-operator's machine, and the metrics file it reports through is made writable for it.
+"""backup.schedule: a systemd timer on the data host runs scripts/backup.sh daily (and, once a
+week, the verify of the set it took), without the operator's machine, and the metrics file it
+reports through is made writable for it.
 
 The units are made from the environment (deploy user, deploy path, project, `backup_at`); a
 second run finds them as they should be and says "nothing to do".
@@ -20,11 +21,13 @@ TIMER = "jafar-backup.timer"
 UNIT_DIR = "/etc/systemd/system"
 TEXTFILE = f"{TEXTFILE_DIR}/jafar_backup.prom"
 RANDOM_DELAY = "30min"
+VERIFY_EVERY = 7  # days: the timer's backup proves itself by a scratch restore once a week
 
 
 def service_unit(env: Environment) -> str:
     script = shlex.join([f"{env.deploy_path}/scripts/backup.sh", "--project",
-                         compose_project(env, "data"), "--keep", keep(env)])
+                         compose_project(env, "data"), "--keep", keep(env), "--max-bytes",
+                         str(env.backup_max_bytes), "--verify-every", str(VERIFY_EVERY)])
     return f"""\
 # jafar: one backup set of the data stores (scripts/backup.sh). Installed by
 # `inv backup.schedule`; run it now with: systemctl start {SERVICE}
@@ -86,4 +89,5 @@ def install(env: Environment) -> str:
 
 def describe(env: Environment) -> str:
     return (f"{TIMER}: daily at {env.backup_at} UTC (+ up to {RANDOM_DELAY}), runs "
-            f"{env.deploy_path}/scripts/backup.sh as {env.host_setup.deploy_user}")
+            f"{env.deploy_path}/scripts/backup.sh as {env.host_setup.deploy_user}, and its "
+            f"set's verify every {VERIFY_EVERY} days")

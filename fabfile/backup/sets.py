@@ -1,4 +1,4 @@
-"""Backup sets on the data host: take one, list them, restore one.
+"""Backup sets on the data host: take one, list them, verify one, restore one.
 
 A set is a folder of backups/ on the data host, named by its id (the UTC time it was taken),
 with a manifest; scripts/backup.sh writes it. A restore first checks the set's checksums, stops
@@ -28,8 +28,10 @@ from fabfile.services import JAFAR
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 COMPLETE = re.compile(r"^backup (\S+) complete$", re.MULTILINE)
+VERIFIED = re.compile(r"^verify (\S+) passed$", re.MULTILINE)
 REMOVED = re.compile(r"^removed (\S+)$", re.MULTILINE)
 BACKUP_TIMEOUT = 600    # Redis' BGSAVE; pg_dump is bounded by the remote command's own limit
+VERIFY_TIMEOUT = 3600   # the scratch restores of a set, and reading them back
 STORE_WAIT = 180        # a store, brought up empty, turning healthy
 STORES = tuple(cmd.STORE_FILES)
 # which stores a jafar service writes to, by the names services.py uses for them
@@ -131,6 +133,37 @@ def take(env: Environment, pool: Pool, backup_id: str,
             return found, REMOVED.findall(out)
     raise StepFailed(f"{host.name}: scripts/backup.sh said `backup {backup_id} complete` but "
                      f"backups/{backup_id}/manifest.json cannot be read")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    table: list[str]   # STORE WHAT RECORDED RESTORED RESULT, a line per check
+    failed: int        # checks that differ or failed
+
+
+def verify(env: Environment, pool: Pool, backup_id: str) -> Verdict:
+    """Run scripts/backup-verify.sh on the data host. A difference is a verdict (its table
+    says which); a verify that could not compare at all (no table) is a step failure."""
+    host = env.data_host
+    remote = pool.get(host)
+    pool.renew(host, remote)
+    out = remote.run(cmd.verify(env, backup_id), timeout=VERIFY_TIMEOUT, check=False)
+    lines = [ln for ln in out.stdout.splitlines() if ln.strip()]
+    rows = [ln for ln in lines if not VERIFIED.match(ln)]
+    if not rows or not rows[0].startswith("STORE "):
+        said = (out.stderr.strip().splitlines() or [f"exit {out.exited}"])[-1]
+        raise StepFailed(f"{host.name}: scripts/backup-verify.sh {backup_id}: {said}")
+    passed = out.exited == 0 and backup_id in VERIFIED.findall(out.stdout)
+    failed = sum(1 for ln in rows[1:] if ln.split()[-1] == "DIFFERENT" or "  FAILED: " in ln)
+    return Verdict(passed, rows, failed)
+
+
+def newest(sets: list[BackupSet]) -> BackupSet:
+    """The set finished last (what verify checks when no --from is given)."""
+    if not sets:
+        raise BadInput("there is no backup on the data host yet: take one with inv backup")
+    return max(sets, key=lambda s: (s.finished, s.id))
 
 
 def running_release(env: Environment, pool: Pool) -> str:

@@ -1,4 +1,5 @@
-"""The backup namespace (`inv backup`, `inv backup.list`) and `inv restore`.
+"""The backup namespace (`inv backup`, `backup.list`, `backup.verify`, `backup.schedule`) and
+`inv restore`.
 
 A backup takes the `backup` lock of the data host, never the deploy lock: it must not block an
 incident deploy. A restore replaces data, so it takes the deploy lock of every host it touches,
@@ -13,7 +14,7 @@ from invoke import Collection, Context, task
 
 from fabfile.backup import schedule as schedule_mod
 from fabfile.backup import sets
-from fabfile.errors import BadInput
+from fabfile.errors import BadInput, StepFailed
 from fabfile.flow import remotes, run_steps, summary
 from fabfile.health import HEALTH
 from fabfile.ops.audit import Trail
@@ -38,8 +39,9 @@ BACKUP_LOCK = "backup"
 @task(name="run", default=True, auto_shortflags=False, help={"host": HOST_HELP})
 @handled
 def backup(c: Context, host: str | None = None) -> None:
-    """Take one backup set on the data host (the ledger's pg_dump, Redis' RDB; a manifest with
-    each file's SHA-256), under the backup lock; audited."""
+    """Take one backup set on the data host (the ledger's pg_dump, Redis' RDB, MongoDB's
+    mongodump; a manifest with each file's SHA-256 and what each store held), under the backup
+    lock; audited."""
     session = Session(c, host)
     env = session.env
     require_mutable(env)
@@ -60,6 +62,43 @@ def backup(c: Context, host: str | None = None) -> None:
                 session.printer.line(f"[{data.name}] ", detail)
         finally:
             pool.report()
+
+
+@task(name="verify", auto_shortflags=False, help={
+    "host": HOST_HELP, "from": "the backup id to verify (default: the set finished last)"})
+@handled
+def backup_verify(c: Context, host: str | None = None, from_: str = "") -> None:
+    """Prove a backup set restores: load it into scratch containers on the data host (no
+    network, CPU and memory limited, removed afterwards) and compare each table's and
+    collection's rows and checksum with what its manifest recorded; exit 1 on any difference.
+    Under the backup lock (never the deploy lock); a failed verify is audited."""
+    backup_id = sets.check_id(from_) if from_ else ""
+    session = Session(c, host)
+    env = session.env
+    require_mutable(env)
+    operator = whoami(env)
+    preflight(env)
+    data = env.data_host
+    with remotes(env, session.printer) as pool:
+        try:
+            found = sets.list_sets(env, pool)
+            chosen = sets.find(found, backup_id) if backup_id else sets.newest(found)
+            trail = Trail("backup.verify", {"id": chosen.id})
+            with Mutation(env, pool, [data], trail, operator, name=BACKUP_LOCK):
+                verdict = sets.verify(env, pool, chosen.id)
+                print(session.masker("\n".join(verdict.table)))
+                detail = (f"backup {chosen.id} restores to what it recorded" if verdict.passed
+                          else f"backup {chosen.id}: {verdict.failed} check(s) differ or failed")
+                trail.add(data.name, "backup.verify", "ok" if verdict.passed else "failed",
+                          detail)
+                if not verdict.passed:
+                    trail.result = "failed"
+        finally:
+            pool.report()
+    if not verdict.passed:
+        raise StepFailed(f"{detail} (the table above); take a new backup and verify it, and "
+                         "find out what changed the set")
+    print(f"verified: {detail}")
 
 
 @task(name="list", auto_shortflags=False,
@@ -154,4 +193,4 @@ def backup_schedule(c: Context, host: str | None = None) -> None:
             pool.report()
 
 
-namespace = Collection("backup", backup, backup_list, backup_schedule)
+namespace = Collection("backup", backup, backup_list, backup_verify, backup_schedule)

@@ -206,6 +206,82 @@ def test_a_set_changed_after_the_backup_is_refused_before_anything_stops(taken):
         on_host("rm", "-rf", dst)
 
 
+def scratch_left() -> str:
+    """Scratch containers of a verify (or an RDB check) still there: there should be none."""
+    return inner("ps", "-a", "--quiet", "--filter", "label=jafar.backup-scratch=1").strip()
+
+
+def copy_set(src_id: str, new_id: str) -> str:
+    """A copy of a set under a new id (its manifest says the new id): the folder."""
+    src, dst = f"/opt/jafar/backups/{src_id}", f"/opt/jafar/backups/{new_id}"
+    on_host("sh", "-c", f"cp -a {src} {dst} && sed -i 's/\"id\": \"[^\"]*\"/\"id\": "
+            f"\"{new_id}\"/' {dst}/manifest.json")
+    return dst
+
+
+def test_backup_verify_restores_the_set_into_scratch_containers_and_finds_it_whole(taken):
+    chosen, ledger, keys, docs = taken
+    volumes = set(inner("volume", "ls", "--quiet").split())
+    done = inv("backup.verify", "--from", chosen["id"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = [line.split() for line in done.stdout.splitlines()]
+    assert table[0] == ["STORE", "WHAT", "RECORDED", "RESTORED", "RESULT"]
+    assert ["files", "SHA-256", "SHA256SUMS", "same", "ok"] in table
+    recorded = chosen["stores"]["ledger"]["tables"]["public.e2e_backup"]
+    assert recorded["rows"] == ROWS
+    assert ["ledger", "public.e2e_backup", "rows", str(ROWS), str(ROWS), "ok"] in table
+    assert ["ledger", "public.e2e_backup", "checksum", recorded["checksum"][:16],
+            recorded["checksum"][:16], "ok"] in table
+    assert ["redis", "keys", "(redis-check-rdb)", str(KEYS), str(KEYS), "ok"] in table
+    if not tools_absent():
+        assert ["mongo", "e2e_backup", "documents", str(DOCS), str(DOCS), "ok"] in table
+        checksum = chosen["stores"]["mongo"]["checksums"]["e2e_backup"][:16]
+        assert ["mongo", "e2e_backup", "checksum", checksum, checksum, "ok"] in table
+    assert f"verified: backup {chosen['id']} restores to what it recorded" in done.stdout
+    # the scratch containers are gone with their volumes; the stores were not touched
+    assert not scratch_left()
+    assert set(inner("volume", "ls", "--quiet").split()) == volumes
+    assert (ledger_digest(), redis_digest()) == (ledger, keys)
+
+
+def test_backup_verify_fails_on_a_corrupted_archive_and_on_a_set_that_restores_otherwise(taken):
+    chosen, ledger, *_ = taken
+    corrupt = f"{chosen['id']}-corrupt"
+    dst = copy_set(chosen["id"], corrupt)
+    on_host("sh", "-c", f"printf X | dd of={dst}/ledger.pgdump bs=1 seek=300 conv=notrunc "
+            "2>/dev/null")
+    other = f"{chosen['id']}-other"
+    try:
+        failed = inv("backup.verify", "--from", corrupt)
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        assert "FAILED: 1 file(s) changed: ledger.pgdump" in failed.stdout
+        assert f"error: backup {corrupt}: " in failed.stderr and "check(s) differ or failed" \
+            in failed.stderr
+        # a set whose files are whole (SHA256SUMS made anew) but whose dump holds other rows
+        # than the manifest recorded: a row deleted, then dumped
+        dst = copy_set(chosen["id"], other)
+        psql("DELETE FROM e2e_backup WHERE id = 1;")
+        on_host("sh", "-c", f"docker exec {container('postgres-ledger')} sh -c 'exec pg_dump "
+                f"-U \"$POSTGRES_USER\" -Fc \"$POSTGRES_DB\"' > {dst}/ledger.pgdump && cd {dst} && "
+                "sha256sum ledger.pgdump redis.rdb $(ls mongo.archive.gz 2>/dev/null) > SHA256SUMS")
+        differs = inv("backup.verify", "--from", other)
+        assert differs.returncode == 1, differs.stdout + differs.stderr
+        table = [line.split() for line in differs.stdout.splitlines()]
+        assert ["files", "SHA-256", "SHA256SUMS", "same", "ok"] in table
+        assert ["ledger", "public.e2e_backup", "rows", str(ROWS), str(ROWS - 1), "DIFFERENT"] \
+            in table
+        assert not scratch_left()
+        # a verify that passes changes nothing and leaves no audit record; one that fails does
+        audit = [ln.split() for ln in inv("audit.show", "--since", "1h").stdout.splitlines()]
+        assert sum(1 for ln in audit if ln[4:6] == ["backup.verify", "failed"]) >= 2, audit
+    finally:
+        psql("INSERT INTO e2e_backup SELECT i, i * 7, 'row ' || i FROM generate_series(1, 1) i "
+             "ON CONFLICT DO NOTHING;")
+        on_host("rm", "-rf", f"/opt/jafar/backups/{corrupt}", f"/opt/jafar/backups/{other}",
+                "/opt/jafar/backups/.verify-failed")
+    assert ledger_digest() == ledger
+
+
 def test_destroyed_stores_are_restored_row_for_row_key_for_key_document_for_document(taken):
     chosen, ledger, keys, docs = taken
     only = ["--only", "ledger,redis"] if tools_absent() else []  # (asked of mongo-secondary)
@@ -285,6 +361,8 @@ def test_the_timer_is_installed_once_and_its_backup_runs_by_hand_and_is_reported
     timers = on_host("systemctl", "list-timers", "--all", "jafar-backup.timer").stdout
     assert "jafar-backup.timer" in timers and "jafar-backup.service" in timers
     before = {s["id"] for s in sets()}
+    # a verify is due (the last pass is forgotten: the test above verified a set)
+    on_host("rm", "-f", "/opt/jafar/backups/.verified")
     # what the timer starts, by hand: the same script, as the deploy user, without the suite
     on_host("systemctl", "start", "jafar-backup.service", timeout=600)
     after = sets()
@@ -300,6 +378,13 @@ def test_the_timer_is_installed_once_and_its_backup_runs_by_hand_and_is_reported
     assert stamp, "node_exporter does not report the backup"
     assert abs(float(stamp[0].split()[1]) - time.time()) < 600
     assert 'jafar_backup_last_bytes{file="ledger.pgdump"}' in metrics
+    # so the timer's run verified its set, and says so through node_exporter
+    verified = [ln for ln in metrics.splitlines()
+                if ln.startswith("jafar_backup_last_verified_timestamp_seconds ")]
+    assert verified and abs(float(verified[0].split()[1]) - time.time()) < 600, verified
+    assert "jafar_backup_verify_failed 0" in metrics
+    journal = on_host("journalctl", "-u", "jafar-backup.service", "-n", "40", "--no-pager").stdout
+    assert f"verify {new[0]['id']} passed" in journal
 
 
 def test_backup_keep_removes_the_sets_it_does_not_keep(taken, tmp_path):

@@ -98,6 +98,11 @@ RULE_TESTS = textwrap.dedent("""\
           # the last backup 25 h 55 min before the start: older than 26 h from minute 6
           - series: 'jafar_backup_last_success_timestamp_seconds{{job="node",instance="h:9100"}}'
             values: '-93300x10'
+          # a verify that fails at minute 3; the last one that passed 8 days less 5 minutes ago
+          - series: 'jafar_backup_verify_failed{{job="node",instance="h:9100"}}'
+            values: '0 0 0 1x7'
+          - series: 'jafar_backup_last_verified_timestamp_seconds{{job="node",instance="h:9100"}}'
+            values: '-690900x10'
         alert_rule_test:
           - eval_time: 5m
             alertname: ServiceDown
@@ -150,6 +155,20 @@ RULE_TESTS = textwrap.dedent("""\
             alertname: BackupTooOld
             exp_alerts:
               - exp_labels: {{severity: critical, job: node, instance: "h:9100"}}
+          - eval_time: 2m
+            alertname: BackupVerifyFailed
+            exp_alerts: []
+          - eval_time: 3m
+            alertname: BackupVerifyFailed
+            exp_alerts:
+              - exp_labels: {{severity: critical, job: node, instance: "h:9100"}}
+          - eval_time: 5m
+            alertname: BackupNotVerified
+            exp_alerts: []
+          - eval_time: 7m
+            alertname: BackupNotVerified
+            exp_alerts:
+              - exp_labels: {{severity: warning, job: node, instance: "h:9100"}}
           - eval_time: 10m
             alertname: ServiceMissing
             exp_alerts:

@@ -161,7 +161,8 @@ def test_the_timer_runs_daily_at_backup_at_with_a_random_delay(sandbox):
     assert "\nWantedBy=timers.target\n" in timer
     unit = schedule.service_unit(env)
     assert "\nUser=deploy\nWorkingDirectory=/opt/jafar\n" in unit
-    assert "\nExecStart=/opt/jafar/scripts/backup.sh --project jafar-data --keep 7,4,12\n" \
+    assert ("\nExecStart=/opt/jafar/scripts/backup.sh --project jafar-data --keep 7,4,12 "
+            "--max-bytes 21474836480 --verify-every 7\n") \
         in unit
     script = schedule.install(env)
     assert script.startswith("set -e\n")
