@@ -47,6 +47,7 @@ def test_scale_above_the_environments_maximum(setup, listener):
     (["backup.list", "--timeout", "0"], "--timeout must be from 1 to 3600 seconds, got 0"),
     (["restore"], "--from is required: the backup id to restore"),
     (["restore", "--from", "../etc"], "--from '../etc' is not a backup id"),
+    (["backup.verify", "--from", "x;reboot"], "--from 'x;reboot' is not a backup id"),
     (["restore", "--from", "20261203T101500Z", "--only", "ledger,postgres"],
      "--only names postgres: choose from ledger, redis, mongo"),
 ])
