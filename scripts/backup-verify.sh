@@ -12,6 +12,7 @@
 #
 # What it checks, one line each (STORE, WHAT, RECORDED, RESTORED, RESULT):
 #   files   every file has the SHA-256 of the set's SHA256SUMS;
+# (scripts/backup_digest.py verdict prints the table and decides.)
 #   ledger  pg_restore of ledger.pgdump into a scratch PostgreSQL, then per table its rows and
 #           checksum (scripts/ledger-digest.sql) against those taken in the dump's snapshot;
 #   redis   redis-check-rdb of redis.rdb, and the keys it reads against the manifest's;
@@ -182,69 +183,8 @@ else
 fi
 
 # --- the table, and the verdict --------------------------------------------------------------
-if SUMS="$sums" LEDGER="$ledger" REDIS_KEYS="$redis_keys" MONGO="$mongo" ID="$id" \
-        python3 - "$set_dir/manifest.json" "$work/ledger" "$work/mongo" <<'PY'; then
-import json, os, sys
-e = os.environ
-with open(sys.argv[1]) as f:
-    stores = json.load(f)["stores"]
-rows = []  # (store, what, recorded, restored, result)
-def check(store, what, recorded, restored):
-    rows.append((store, what, str(recorded), str(restored),
-                 "ok" if recorded == restored else "DIFFERENT"))
-def failed(store, why):
-    rows.append((store, "-", "-", "-", f"FAILED: {why}"))
-if e["SUMS"] == "ok":
-    rows.append(("files", "SHA-256", "SHA256SUMS", "same", "ok"))
-else:
-    failed("files", e["SUMS"])
-if e["LEDGER"] != "ok":
-    failed("ledger", e["LEDGER"])
-else:
-    with open(sys.argv[2]) as f:
-        restored = {name: (int(n), c) for name, n, c in (
-            line.rstrip("\n").split("\t")[1:] for line in f if line.startswith("TABLE\t"))}
-    recorded = {k: (v["rows"], v["checksum"]) for k, v in stores["ledger"].get("tables", {}).items()}
-    if not recorded and not restored:
-        rows.append(("ledger", "tables", "0", "0", "ok"))
-    for name in sorted(recorded | restored):
-        (rec_n, rec_c), (res_n, res_c) = (recorded.get(name, ("none", "")),
-                                          restored.get(name, ("none", "")))
-        check("ledger", f"{name} rows", rec_n, res_n)
-        check("ledger", f"{name} checksum", rec_c[:16] or "none", res_c[:16] or "none")
-if e["REDIS_KEYS"].startswith("FAILED"):
-    failed("redis", e["REDIS_KEYS"].removeprefix("FAILED ") or "redis-check-rdb failed")
-else:
-    check("redis", "keys (redis-check-rdb)",
-          stores["redis"].get("rdb_keys", "not recorded"), int(e["REDIS_KEYS"] or 0))
-if e["MONGO"] == "skipped":
-    rows.append(("mongo", "-", "-", "-", "not in this set: "
-                 + stores.get("mongo", {}).get("skipped", "no MongoDB")))
-elif e["MONGO"] != "ok":
-    failed("mongo", e["MONGO"])
-else:
-    with open(sys.argv[3]) as f:
-        restored = json.load(f)
-    mongo = stores["mongo"]
-    recorded = {k: (n, mongo.get("checksums", {}).get(k, "not recorded"))
-                for k, n in mongo.get("collections", {}).items()}
-    restored = {k: (v["documents"], v["checksum"]) for k, v in restored.items()}
-    if not recorded and not restored:
-        rows.append(("mongo", "collections", "0", "0", "ok"))
-    for name in sorted(recorded | restored):
-        (rec_n, rec_c), (res_n, res_c) = (recorded.get(name, ("none", "")),
-                                          restored.get(name, ("none", "")))
-        check("mongo", f"{name} documents", rec_n, res_n)
-        check("mongo", f"{name} checksum", rec_c[:16] or "none", res_c[:16] or "none")
-widths = [max(len(r[i]) for r in [("STORE", "WHAT", "RECORDED", "RESTORED", "RESULT"), *rows])
-          for i in range(4)]
-for r in [("STORE", "WHAT", "RECORDED", "RESTORED", "RESULT"), *rows]:
-    print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[4])
-bad = [r for r in rows if r[4] not in ("ok",) and not r[4].startswith("not in this set")]
-if bad:
-    print(f"verify {e['ID']} failed: {len(bad)} difference(s) or failure(s)", file=sys.stderr)
-    sys.exit(1)
-PY
+if python3 scripts/backup_digest.py verdict "$set_dir/manifest.json" "$sums" "$ledger" \
+        "$work/ledger" "$redis_keys" "$mongo" "$work/mongo"; then
     result passed
     echo "verify $id passed"
 else

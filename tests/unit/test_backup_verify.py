@@ -194,3 +194,80 @@ def test_without_from_the_set_finished_last_is_verified():
     assert sets.newest(found).id == "B"
     with pytest.raises(BadInput, match="there is no backup on the data host yet"):
         sets.newest([])
+
+
+STORES = {
+    "ledger": {"tables": {"public.entries": {"rows": 3, "checksum": "a" * 32},
+                          "public.accounts": {"rows": 2, "checksum": "b" * 32}}},
+    "redis": {"keys": 7, "rdb_keys": 5},
+    "mongo": {"collections": {"wallets": 4}, "checksums": {"wallets": "c" * 64}},
+}
+LEDGER_OUT = f"TABLE\tpublic.accounts\t2\t{'b' * 32}\nTABLE\tpublic.entries\t3\t{'a' * 32}\n"
+MONGO_OUT = {"wallets": {"documents": 4, "checksum": "c" * 64}}
+
+
+def verdict(**changes) -> list[tuple[str, ...]]:
+    args = {"stores": STORES, "files": "ok", "ledger": "ok", "ledger_out": LEDGER_OUT,
+            "redis": "5", "mongo": "ok", "mongo_out": MONGO_OUT, **changes}
+    return digest_mod.verdict(**args)
+
+
+def test_a_restore_that_holds_what_was_recorded_passes():
+    rows = verdict()
+    assert not digest_mod.bad(rows)
+    assert [r[:2] for r in rows] == [
+        ("files", "SHA-256"), ("ledger", "public.accounts rows"),
+        ("ledger", "public.accounts checksum"), ("ledger", "public.entries rows"),
+        ("ledger", "public.entries checksum"), ("redis", "keys (redis-check-rdb)"),
+        ("mongo", "wallets documents"), ("mongo", "wallets checksum")]
+    lines = digest_mod.table(rows)
+    assert lines[0].split() == ["STORE", "WHAT", "RECORDED", "RESTORED", "RESULT"]
+    assert lines[2].split() == ["ledger", "public.accounts", "rows", "2", "2", "ok"]
+    assert lines[3].split() == ["ledger", "public.accounts", "checksum", "b" * 16, "b" * 16,
+                                "ok"]
+
+
+def test_a_row_missing_a_table_missing_or_a_changed_document_differs():
+    fewer = LEDGER_OUT.replace("\t3\t", "\t2\t")
+    assert ("ledger", "public.entries rows", "3", "2", "DIFFERENT") in verdict(ledger_out=fewer)
+    gone = LEDGER_OUT.splitlines()[0] + "\n"
+    assert ("ledger", "public.entries rows", "3", "none", "DIFFERENT") in verdict(ledger_out=gone)
+    extra = LEDGER_OUT + f"TABLE\tpublic.new\t1\t{'d' * 32}\n"
+    assert ("ledger", "public.new rows", "none", "1", "DIFFERENT") in verdict(ledger_out=extra)
+    other = {"wallets": {"documents": 4, "checksum": "e" * 64}}
+    assert ("mongo", "wallets checksum", "c" * 16, "e" * 16, "DIFFERENT") \
+        in verdict(mongo_out=other)
+    assert ("redis", "keys (redis-check-rdb)", "5", "4", "DIFFERENT") in verdict(redis="4")
+
+
+def test_a_part_that_failed_fails_the_verify_and_says_why():
+    rows = verdict(files="1 file(s) changed: redis.rdb", redis="FAILED an RDB error")
+    assert ("files", "-", "-", "-", "FAILED: 1 file(s) changed: redis.rdb") in rows
+    assert ("redis", "-", "-", "-", "FAILED: an RDB error") in rows
+    assert len(digest_mod.bad(rows)) == 2
+
+
+def test_a_set_without_mongodb_passes_and_says_so_but_one_without_checksums_cannot():
+    skipped = {**STORES, "mongo": {"skipped": "no mongo-tools in this image"}}
+    rows = verdict(stores=skipped, mongo="skipped")
+    assert ("mongo", "-", "-", "-", "not in this set: no mongo-tools in this image") in rows
+    assert not digest_mod.bad(rows)
+    old = {**STORES, "ledger": {"tables": 2}}  # a manifest from before the checksums
+    assert ("ledger", "-", "-", "-", "FAILED: its manifest records no checksums of its rows: "
+            "nothing to compare with") in verdict(stores=old)
+
+
+def test_the_verdict_command_exits_1_on_a_difference(tmp_path):
+    manifest, ledger, mongo = tmp_path / "m.json", tmp_path / "ledger", tmp_path / "mongo"
+    manifest.write_text(json.dumps({"stores": STORES}))
+    ledger.write_text(LEDGER_OUT)
+    mongo.write_text(json.dumps(MONGO_OUT))
+
+    def run(redis_keys: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(DIGEST), "verdict", str(manifest), "ok", "ok",
+                               str(ledger), redis_keys, "ok", str(mongo)],
+                              capture_output=True, text=True, timeout=30, check=False)
+    passed, differs = run("5"), run("6")
+    assert passed.returncode == 0 and passed.stdout.startswith("STORE ")
+    assert differs.returncode == 1
+    assert differs.stderr == "verify: 1 difference(s) or failure(s)\n"
