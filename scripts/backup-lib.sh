@@ -17,7 +17,7 @@ env_value() {  # KEY: its value in .env.ec2, read as data (the file is never sou
 
 service_image() {  # SERVICE: the image its running container was made from (exactly that one)
     local id
-    id="$("${compose[@]}" ps --status running --quiet "$1" 2>/dev/null | head -n 1)"
+    id="$("${compose[@]}" ps --status running --quiet "$1" 2>/dev/null | sed -n 1p)"
     [ -n "$id" ] || return 1
     docker inspect -f '{{.Config.Image}}' "$id"
 }

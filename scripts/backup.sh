@@ -234,7 +234,9 @@ case "$absent" in
             --db "$app_db" --archive --gzip <"$SECRETS_DIR/mongo_backup_password" \
             >"$work/mongo.archive.gz" 2>"$work/.mongodump.log" \
             || die "mongodump of $app_db failed: $(grep -v -e 'Enter password' -e "try 'mongodump --help'" "$work/.mongodump.log" | tail -n 1)"
-        mongo_version="$("${compose[@]}" exec -T mongo-secondary mongodump --version | head -n 1)"
+        # (sed, not head: head closes the pipe while docker exec still writes, its exit 255 and
+        # pipefail then stopped this script without a word)
+        mongo_version="$("${compose[@]}" exec -T mongo-secondary mongodump --version | sed -n 1p)"
         mongo_digest="$(python3 scripts/backup_digest.py mongo "$work/mongo.archive.gz" "$app_db")" \
             || die "the archive mongodump wrote cannot be read back: $mongo_digest"
         files+=(mongo.archive.gz)
