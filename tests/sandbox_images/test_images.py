@@ -1210,6 +1210,19 @@ def _mongo_connections_from(member: str, ip: str) -> int:
     return count
 
 
+def pause(container: str, tries: int = 5) -> None:
+    """docker pause, again when the cgroup freezer gives up (a process of the container in
+    uninterruptible I/O on a loaded machine: "unable to freeze"), at most `tries` times."""
+    for attempt in range(tries):
+        proc = docker("pause", container, check=False)
+        if proc.returncode == 0:
+            return
+        if "unable to freeze" not in proc.stderr or attempt == tries - 1:
+            raise AssertionError(f"docker pause {container} exited {proc.returncode}: "
+                                 f"{proc.stderr[-2000:]}")
+        time.sleep(1)
+
+
 def test_service_standin_records_in_mongo(
     images: dict[str, str],
     run: Callable[..., str],
@@ -1260,7 +1273,7 @@ def test_service_standin_records_in_mongo(
     assert _call(svc, "POST", "/wallet/records", {"n": 2**70}) == unstorable
 
     # no majority (the secondary does not answer): the write is refused, never a 201
-    docker("pause", mongo_replica_set["secondary"])
+    pause(mongo_replica_set["secondary"])
     try:
         status, answer = _call(svc, "POST", "/wallet/records", {"seq": 99})
     finally:
