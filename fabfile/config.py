@@ -30,6 +30,7 @@ IMAGE_VARIABLES = (
     "REDIS_IMAGE",
     "POSTGRES_IMAGE",
     "PROMETHEUS_IMAGE",
+    "ALERTMANAGER_IMAGE",
     "GRAFANA_IMAGE",
 )
 PROFILES = ("grafana",)
@@ -66,8 +67,14 @@ ENV_KEYS = {
     "overlay", "awslogs_group", "aws_region", "host", "replicas", "max_replicas", "lock_ttl",
     "pool_size", "data_limits", "health_interval", "release", "gateway", "pins", "gateway_bind",
     "aws", "secrets", "rotate_after_days", "awslogs_retention_days", "awslogs_kms_key",
-    "hosts_from", "backup_at", "backup_keep", "backup_max_size",
+    "hosts_from", "backup_at", "backup_keep", "backup_max_size", "alerting",
 }
+ALERTING_KEYS = {"webhooks", "sns_topic", "email", "watchdog", "group_wait"}
+EMAIL_KEYS = {"to", "from", "smarthost"}
+# no user:password@, no query (where tokens hide); the path may not carry one either (README)
+_ALERT_URL = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
+_MAILBOX = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+_SMARTHOST = re.compile(r"[A-Za-z0-9.-]+:[0-9]{1,5}")
 HOSTS_FROM_KEYS = {"tags", "role_tag", "address", "user", "port", "key", "become"}
 ADDRESS_KINDS = {"private_ip": "PrivateIpAddress", "public_ip": "PublicIpAddress",
                  "private_dns": "PrivateDnsName", "public_dns": "PublicDnsName"}
@@ -180,6 +187,25 @@ class ReleaseSettings:
 
 
 @dataclass(frozen=True)
+class AlertingSettings:
+    """Where Alertmanager sends what Prometheus fires (the `alerting:` block). The URLs are in
+    git: endpoints that take no credentials in the URL (an internal relay, the dead-man's
+    switch's ping address); SNS authenticates with the core host's instance role."""
+
+    webhooks: tuple[str, ...] = ()   # critical and warning alerts are POSTed to each
+    sns_topic: str | None = None     # critical alerts are published here (pager fan-out)
+    email_to: tuple[str, ...] = ()   # warnings (and critical ones) by e-mail ...
+    email_from: str | None = None
+    smarthost: str | None = None     # ... through this SMTP relay (host:port, STARTTLS)
+    watchdog: str | None = None      # the always-firing Watchdog is POSTed here every minute
+    group_wait: str = "30s"          # how long the first alert of a group waits for others
+
+    @property
+    def pages(self) -> bool:
+        return bool(self.webhooks or self.sns_topic or self.email_to)
+
+
+@dataclass(frozen=True)
 class AwsSettings:
     """How to reach AWS (the `aws:` block). Credentials come from boto3's own chain (instance
     role, SSO, AWS_PROFILE...), never from this file; `endpoint_url` is for the sandbox and the
@@ -285,6 +311,7 @@ class Environment:
     health_interval: str = "10s"       # Docker health check interval of the core services
     release: ReleaseSettings = field(default_factory=ReleaseSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    alerting: AlertingSettings = field(default_factory=AlertingSettings)
     gateway_bind: str | None = None    # an address, or "private": where 80/443 are published
     hosts_from: HostsFrom | None = None  # the hosts come from EC2 (hosts is empty until then)
     adhoc: bool = False                # --host user@address[:port]
@@ -669,6 +696,8 @@ def _environment(check: _Checker, name: str, raw: dict[str, Any], key: str) -> E
         aws=aws,
         hosts_from=hosts_from,
         secrets=_secrets(check, raw.get("secrets"), f"{key}.secrets", aws),
+        alerting=_alerting(check, raw.get("alerting"), f"{key}.alerting",
+                           protected=bool(raw.get("protected"))),
         rotate_after_days=check.integer(raw.get("rotate_after_days", 90),
                                         f"{key}.rotate_after_days", 1, 3650),
         bastion=bastion,
@@ -816,6 +845,53 @@ def _operations(check: _Checker, raw: dict[str, Any], key: str, adhoc: bool) -> 
         "release": _release(check, raw.get("release") or {}, f"{key}.release"),
         "gateway": _gateway(check, raw.get("gateway"), f"{key}.gateway", required=not adhoc),
     }
+
+
+def _alerting(check: _Checker, value: Any, key: str, protected: bool) -> AlertingSettings:
+    """alerting: receivers of Alertmanager. A protected environment must page someone and
+    have its dead-man's switch: silence there must never be mistaken for health."""
+    raw = check.mapping(value or {}, key, ALERTING_KEYS)
+    hint = ("an http(s) URL without user, password or query (e.g. "
+            "https://oncall.internal.example/alertmanager)")
+
+    def url(value: Any, where: str) -> str:
+        if not isinstance(value, str) or not _ALERT_URL.fullmatch(value):
+            # not shown: a URL may carry a token
+            raise check.fail(where, f"must be {hint} (the value is not shown)")
+        return value
+
+    webhooks = raw.get("webhooks") or []
+    if not isinstance(webhooks, list):
+        raise check.fail(f"{key}.webhooks", "must be a list of URLs")
+
+    email = check.mapping(raw.get("email") or {}, f"{key}.email", EMAIL_KEYS)
+    if email and set(email) != EMAIL_KEYS:
+        raise check.fail(f"{key}.email", "needs to, from and smarthost (host:port)")
+    to = email.get("to") or []
+    to = [to] if isinstance(to, str) else to
+    if not isinstance(to, list):
+        raise check.fail(f"{key}.email.to", "must be an address or a list of addresses")
+    settings = AlertingSettings(
+        webhooks=tuple(url(u, f"{key}.webhooks[{i}]") for i, u in enumerate(webhooks)),
+        sns_topic=(check.string(raw["sns_topic"], f"{key}.sns_topic", _SNS_ARN,
+                                "an SNS topic ARN, arn:aws:sns:REGION:ACCOUNT:NAME")
+                   if raw.get("sns_topic") else None),
+        email_to=tuple(check.string(a, f"{key}.email.to[{i}]", _MAILBOX, "an e-mail address")
+                       for i, a in enumerate(to)),
+        email_from=(check.string(email["from"], f"{key}.email.from", _MAILBOX,
+                                 "an e-mail address") if email else None),
+        smarthost=(check.string(email["smarthost"], f"{key}.email.smarthost", _SMARTHOST,
+                                "the SMTP relay as host:port, e.g. smtp.internal.example:587")
+                   if email else None),
+        watchdog=url(raw["watchdog"], f"{key}.watchdog") if raw.get("watchdog") else None,
+        group_wait=check.string(raw.get("group_wait", "30s"), f"{key}.group_wait", _INTERVAL,
+                                "seconds like 30s (1s to 999s)"),
+    )
+    if protected and not (settings.pages and settings.watchdog):
+        raise check.fail(key, "a protected environment needs receivers that page someone "
+                         "(webhooks, sns_topic or email) and a watchdog URL (the dead-man's "
+                         "switch); see README, Alerts")
+    return settings
 
 
 KEEP_PERIODS = ("daily", "weekly", "monthly")

@@ -37,7 +37,8 @@ SSH_PORT = 2222        # host i listens for SSH on 127.0.0.1:SSH_PORT+i-1
 HTTPS_PORT = 8443      # the first core host's 443 and 80 on loopback
 HTTP_PORT = 8080
 INFRA_IMAGES = {"NGINX_IMAGE": "nginx", "MONGO_IMAGE": "mongo", "REDIS_IMAGE": "redis",
-                "POSTGRES_IMAGE": "postgres", "PROMETHEUS_IMAGE": "prometheus"}
+                "POSTGRES_IMAGE": "postgres", "PROMETHEUS_IMAGE": "prometheus",
+                "ALERTMANAGER_IMAGE": "alertmanager"}
 BOOT_TIMEOUT = 180
 PREFIX = "jafar-sandbox"
 # The releases of the stand-in services the registry holds: what `inv release` drills use.
@@ -348,6 +349,8 @@ def up(count: int, say: Printer) -> None:
     ensure_network(say)
     ensure_container(cmd.REGISTRY, cmd.registry_run(images["registry"]), say)
     wait_http(f"http://127.0.0.1:{cmd.REGISTRY_PORT}/v2/", 60)
+    ensure_container(cmd.RECEIVER, cmd.receiver_run(images["alert-receiver"]), say)
+    wait_http(f"http://127.0.0.1:{cmd.RECEIVER_PORT}/health", 30)
     published = publish_images(images, say)
     ensure_files(say)
     ensure_env_file(hosts[0].ip if count > 1 else None, say)
@@ -373,10 +376,12 @@ def list_containers(role: str) -> list[str]:
 
 
 def down(say: Printer, purge: bool = False, keep_registry: bool = False) -> None:
-    """Remove the hosts and the registry; `purge` also drops their volumes and .sandbox/.
+    """Remove the hosts, the alert receiver (what it kept goes with it) and the registry;
+    `purge` also drops their volumes and .sandbox/.
     `keep_registry` (sandbox.reset) keeps the registry, its volume and the network: it holds
     only images built here, and publish_images then pushes only what differs."""
-    names = list_containers("host") + ([] if keep_registry else list_containers("registry"))
+    names = list_containers("host") + list_containers("receiver") + (
+        [] if keep_registry else list_containers("registry"))
     if not names and not purge:
         say.line("sandbox", "nothing to do: no sandbox containers")
         return

@@ -70,6 +70,7 @@ SERVICES: tuple[Service, ...] = (
     Service("risk-service", "core", JAFAR_PORT, 512, True, route="/risk/",
             uses=("mongo", "redis"), uid=1000),
     Service("prometheus", "core", None, 1024, uid=65534),
+    Service("alertmanager", "core", None, 256, uid=65534),
     Service("grafana", "core", None, 512, profile="grafana", uid=472),
 )
 

@@ -22,15 +22,20 @@ from pathlib import Path
 
 from fabfile import ROOT, alternating, envfile, envsource
 from fabfile.commands import files as cmd
+from fabfile.commands.monitor import reload_config
 from fabfile.config import Environment, Host
 from fabfile.errors import BadInput
 from fabfile.flow import Outcome, Step
+from fabfile.monitor import alerting
 from fabfile.ops import datatls
 from fabfile.remote import Remote, become
+from fabfile.services import compose_project
 from fabfile.stackspec import GATEWAY_TLS, TLS_FILES, host_needs
 
 BUNDLE_DIRS = ("compose", "scripts", "config/nginx", "config/prometheus", "config/postgres",
                "config/grafana")
+# the services that read a folder of the bundle, reloaded (SIGHUP) when a file there changes
+RELOADED = {"prometheus": "config/prometheus/", "alertmanager": "config/alertmanager/"}
 SECRETS = "secrets"
 OLD_CERTS = "certs"  # where an earlier version kept the TLS pair: removed
 
@@ -67,8 +72,10 @@ def owner(host: Host) -> str:
 
 
 def bundle_items(env: Environment) -> list[Item]:
-    """Compose files, scripts and service configs, as in the repo (scripts stay executable)."""
-    items = []
+    """Compose files, scripts and service configs, as in the repo (scripts stay executable),
+    and Alertmanager's configuration, made from the environment's alerting: block."""
+    items = [Item(None, f"{env.deploy_path}/{alerting.PATH}", "644", secret=False,
+                  content=alerting.render(env).encode())]
     for d in BUNDLE_DIRS:
         for path in sorted((ROOT / d).rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
@@ -141,9 +148,12 @@ def plan_files(env: Environment, host: Host) -> list[str]:
     items = bundle_items(env)
     return [
         f"$ {wire(host, cmd.state([i.remote for i in items]))}",
-        f"upload {len(items)} files ({', '.join(BUNDLE_DIRS)}) that differ, as one tar.gz "
-        f"on stdin, owner {owner(host)}, via:",
+        f"upload {len(items)} files ({', '.join(BUNDLE_DIRS)}, {alerting.PATH}) that "
+        f"differ, as one tar.gz on stdin, owner {owner(host)}, via:",
         f"$ {wire(host, cmd.extract_bundle(env.deploy_path))}",
+        "then, if a monitoring config changed, the running Prometheus or Alertmanager reads "
+        "it again (SIGHUP) via:",
+        f"$ {wire(host, reload_config(compose_project(env, 'core'), tuple(RELOADED)))}",
     ]
 
 
@@ -161,7 +171,14 @@ def apply_files(env: Environment, host: Host, remote: Remote) -> Outcome:
     remote.run_with_input(cmd.extract_bundle(env.deploy_path), tarball(changed, env.deploy_path))
     names = [i.remote[len(env.deploy_path) + 1:] for i in changed]
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    return Outcome(True, f"updated {len(changed)} of {len(items)} files: {shown}")
+    reload = tuple(s for s, folder in RELOADED.items()
+                   if any(n.startswith(folder) for n in names))
+    said = ""
+    if reload:  # a bind-mounted folder shows the new files, but only a reload reads them
+        out = remote.run(wire(host, reload_config(compose_project(env, "core"), reload)))
+        said = "".join(f"; {line}" for line in out.stdout.splitlines() if line.strip())
+    return Outcome(True, f"updated {len(changed)} of {len(items)} files: {shown}{said}")
+
 
 
 FILES_SYNC = Step("files.sync", ("data", "core"),

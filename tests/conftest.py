@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# a protected environment's settings: it must page someone and have a dead-man's switch
+PROTECTED = ("protected: true\nalerting: {webhooks: ['https://oncall.example/am'], "
+             "watchdog: 'https://deadman.example/ping'}\n")
 
 
 def env_yaml(hosts_block: str, extra: str = "", name: str = "test") -> str:

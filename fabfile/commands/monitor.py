@@ -26,3 +26,17 @@ def prometheus_query(project: str) -> str:
         lines.append(f'out=$(docker exec "$c" {get}) || exit 1')
         lines.append(f"printf '{tag}\\t%s\\n' \"$(printf '%s' \"$out\" | tr -d '\\n')\"")
     return "\n".join(lines)
+
+
+def reload_config(project: str, services: tuple[str, ...]) -> str:
+    """SIGHUP to the project's running containers of these services: Prometheus and
+    Alertmanager read their configuration again (one they cannot load is refused and the old
+    one kept; their log says why). Prints `reloaded NAME` for each container signalled;
+    nothing when none runs yet (the first core.up starts them with the new files)."""
+    lines = []
+    for service in services:
+        find = shlex.join(["docker", "ps", "--quiet", "--filter", f"label={LABEL}={project}",
+                           "--filter", f"label=com.docker.compose.service={service}"])
+        lines.append(f"for c in $({find}); do docker kill --signal HUP \"$c\" >/dev/null "
+                     f"&& echo \"reloaded {service}\"; done")
+    return "\n".join(lines)

@@ -12,6 +12,11 @@ REGISTRY = "jafar-sandbox-registry"
 REGISTRY_ALIAS = "registry"
 REGISTRY_PORT = 5000
 LABEL = "org.jafar.sandbox.role"
+# the stand-in for the on-call endpoints (sandbox/images/alert-receiver): a fixed address on
+# the sandbox network, which config/environments.yml's sandbox alerting: block names
+RECEIVER = "jafar-sandbox-alert-receiver"
+RECEIVER_IP = "172.30.99.5"
+RECEIVER_PORT = 9095
 
 
 def network_create() -> list[str]:
@@ -26,6 +31,16 @@ def registry_run(image: str) -> list[str]:
             "--publish", f"127.0.0.1:{REGISTRY_PORT}:5000",
             "--volume", f"{REGISTRY}:/var/lib/docker-registry",
             "--label", f"{LABEL}=registry", image]
+
+
+def receiver_run(image: str) -> list[str]:
+    """The alert receiver: reached by the hosts' Alertmanagers at RECEIVER_IP, read by the
+    tests on loopback."""
+    return ["docker", "run", "--detach", "--name", RECEIVER, "--restart", "unless-stopped",
+            "--network", NETWORK, "--ip", RECEIVER_IP,
+            "--publish", f"127.0.0.1:{RECEIVER_PORT}:{RECEIVER_PORT}",
+            "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+            "--label", f"{LABEL}=receiver", image]
 
 
 def host_run(name: str, image: str, seed_dir: Path, ip: str, publish: list[str]) -> list[str]:

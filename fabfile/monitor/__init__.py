@@ -1,1 +1,2 @@
-"""Monitoring: what Prometheus sees (monitor.status)."""
+"""Monitoring: what Prometheus sees (monitor.status) and where Alertmanager sends it
+(alerting)."""

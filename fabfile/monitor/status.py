@@ -1,11 +1,15 @@
 """monitor.status: the scrape targets that are down and the alerts that fire, per core host,
 read from each core host's Prometheus (every core host runs one and scrapes the same targets,
-so each is asked: one of them may be the one that is wrong)."""
+so each is asked: one of them may be the one that is wrong).
+
+The Watchdog alert fires always (config/prometheus/alerts.yml): it is not a problem but a
+proof that the rules are evaluated, so it is shown on a line of its own, and a Prometheus where
+it does not fire is a problem ("silent")."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from fabfile.commands.monitor import NO_PROMETHEUS, prometheus_query
 from fabfile.config import Environment, Host
@@ -35,10 +39,14 @@ class Alert:
     subject: str       # service, instance or mountpoint the alert is about
 
 
+WATCHDOG = "Watchdog"
+
+
 @dataclass(frozen=True)
 class Status:
     targets: list[Target]
-    alerts: list[Alert]
+    alerts: list[Alert]            # without the Watchdog
+    silent: list[str] = field(default_factory=list)  # hosts whose Watchdog does not fire
 
     @property
     def down(self) -> list[Target]:
@@ -76,16 +84,20 @@ def parse(host: Host, output: str) -> Status:
                str(t.get("health", "unknown")), str(t.get("lastError", "")))
         for t in _data(host, "T", lines["T"]).get("activeTargets", [])]
     alerts = []
+    watchdog = False
     for a in _data(host, "A", lines["A"]).get("alerts", []):
         labels = a.get("labels", {})
         subject = next((str(labels[k]) for k in ("service", "instance", "mountpoint")
                         if k in labels), "")
+        if labels.get("alertname") == WATCHDOG:
+            watchdog = watchdog or a.get("state") == "firing"
+            continue
         alerts.append(Alert(host.name, str(labels.get("alertname", "")),
                             str(labels.get("severity", "")), str(a.get("state", "")),
                             str(a.get("activeAt", "")), subject))
     targets.sort(key=lambda t: (t.health != "down", t.job, t.instance))
     alerts.sort(key=lambda a: (a.state != "firing", a.severity != "critical", a.name, a.subject))
-    return Status(targets, alerts)
+    return Status(targets, alerts, [] if watchdog else [host.name])
 
 
 def check_host(env: Environment, host: Host, remote: Remote) -> Status:
@@ -99,7 +111,8 @@ def check_host(env: Environment, host: Host, remote: Remote) -> Status:
 
 
 def merged(statuses: list[Status]) -> Status:
-    return Status([t for s in statuses for t in s.targets], [a for s in statuses for a in s.alerts])
+    return Status([t for s in statuses for t in s.targets], [a for s in statuses for a in s.alerts],
+                  [h for s in statuses for h in s.silent])
 
 
 def table(status: Status) -> list[str]:
@@ -114,10 +127,28 @@ def table(status: Status) -> list[str]:
         lines += columns(("HOST", "ALERT", "SEVERITY", "STATE", "SINCE", "ABOUT"),
                          [(a.host, a.name, a.severity or "-", a.state, a.since[:19] or "-",
                            a.subject or "-") for a in status.alerts])
+    if status.silent:
+        lines.append(f"watchdog: NOT firing on {', '.join(status.silent)}: Prometheus there "
+                     "evaluates no rules, so no alert can fire (docker compose -p jafar-core "
+                     "logs prometheus)")
+    else:
+        lines.append("watchdog: firing (the rules are evaluated; the dead-man's switch sees "
+                     "whether its notifications arrive)")
     return lines
 
 
+def problems(status: Status) -> list[str]:
+    """Why monitor.status exits 1 (empty: it exits 0)."""
+    what = [f"{len(status.down)} target(s) down"] if status.down else []
+    if status.firing:
+        what.append(f"firing: {', '.join(sorted({a.name for a in status.firing}))}")
+    if status.silent:
+        what.append(f"no Watchdog on {', '.join(status.silent)}")
+    return what
+
+
 def as_json(status: Status) -> str:
-    return json.dumps({"ok": not (status.down or status.firing),
+    return json.dumps({"ok": not problems(status),
                        "targets": [asdict(t) for t in status.targets],
-                       "alerts": [asdict(a) for a in status.alerts]}, indent=2)
+                       "alerts": [asdict(a) for a in status.alerts],
+                       "watchdog_silent": status.silent}, indent=2)

@@ -11,6 +11,7 @@ from fabfile.aws import alarms as alarms_mod
 from fabfile.aws.client import settings
 from fabfile.errors import StepFailed
 from fabfile.flow import remotes
+from fabfile.monitor import alerting
 from fabfile.monitor import status as status_mod
 from fabfile.ops.audit import Trail
 from fabfile.ops.guard import Mutation
@@ -34,19 +35,18 @@ from fabfile.tasks.common import (
 def monitor_status(c: Context, host: str | None = None, json: bool = False,
                    timeout: int = READ_TIMEOUT) -> None:
     """Scrape targets down and alerts firing or pending, from every core host's Prometheus
-    (through the SSH connection, no port opened); exit 1 when a target is down or an alert
-    fires."""
+    (through the SSH connection, no port opened); exit 1 when a target is down, an alert
+    fires, or a Prometheus fires no Watchdog (it evaluates no rules)."""
     session = Session(c, host, timeout=timeout)
     core = tuple(h for h in session.env.hosts if h.has("core"))
     found = status_mod.merged(session.gather(
         lambda h, pool: [status_mod.check_host(session.env, h, pool.get(h))], core))
-    text = status_mod.as_json(found) if json else "\n".join(status_mod.table(found))
+    text = status_mod.as_json(found) if json else "\n".join(
+        status_mod.table(found) + [f"note: {n}" for n in alerting.unrouted(session.env)])
     print(session.masker(text))
-    if found.down or found.firing:
-        what = [f"{len(found.down)} target(s) down"] if found.down else []
-        what += [f"firing: {', '.join(sorted({a.name for a in found.firing}))}"] \
-            if found.firing else []
-        raise Exit(None if json else "; ".join(what), code=1)
+    problems = status_mod.problems(found)
+    if problems:
+        raise Exit(None if json else "; ".join(problems), code=1)
 
 
 @task(name="alarms", auto_shortflags=False, help={

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.cli.conftest import assert_bad_input, hosts
-from tests.conftest import env_yaml, run_inv
+from tests.conftest import PROTECTED, env_yaml, run_inv
 
 
 def test_unknown_environment(setup, listener):
@@ -69,7 +69,7 @@ def test_env_check_refuses_a_group_readable_file(tmp_path, listener):
 
 
 def test_protected_environment_needs_yes_without_a_terminal(setup, listener):
-    r = run_inv("data.up", "--host", "test", env=setup(extra="protected: true\n"))
+    r = run_inv("data.up", "--host", "test", env=setup(extra=PROTECTED))
     assert_bad_input(r, listener, "test is protected", "pass --yes")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.conftest import assert_bad_input, hosts
-from tests.conftest import ROOT, complete_env, env_yaml, run_inv
+from tests.conftest import PROTECTED, ROOT, complete_env, env_yaml, run_inv
 
 CANARY = "canary-b81f0c2e9a7d4d15"
 
@@ -200,7 +200,7 @@ def test_ad_hoc_targets_are_read_only_without_an_adhoc_block(setup, listener, tm
 
 def test_an_address_of_a_protected_environment_is_not_ad_hoc(setup, listener):
     r = timed("data.up", "--host", "deploy@127.0.0.1",
-              env=setup(extra="protected: true\n"))
+              env=setup(extra=PROTECTED))
     assert_bad_input(r, listener, "127.0.0.1 is h1 of the protected environment test; use "
                                   "--host test")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.cli.conftest import assert_bad_input
-from tests.conftest import clean_environment, run_inv
+from tests.conftest import PROTECTED, clean_environment, run_inv
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -83,7 +83,7 @@ def test_fab_reads_its_own_configuration(setup, listener):
 
 
 def test_a_protected_environment_from_configuration_still_asks(setup, listener):
-    env = setup(extra="protected: true\n")
+    env = setup(extra=PROTECTED)
     r = run_inv("data.up", env={**env, "INVOKE_JAFAR_HOST": "test"})
     assert_bad_input(r, listener, "test is protected", "pass --yes")
 
@@ -102,7 +102,7 @@ def test_tls_data_needs_a_tls_dir(setup, listener):
 def test_a_rotation_on_a_protected_environment_needs_a_confirmation(setup, listener, tmp_path):
     tls = tmp_path / "tls"
     r = run_inv("tls.data", "--rotate", "--host", "test",
-                env=setup(extra=f"tls_dir: {tls}\nprotected: true\n"))
+                env=setup(extra=f"tls_dir: {tls}\n{PROTECTED}"))
     assert_bad_input(r, listener, "test is protected and there is no terminal to confirm "
                      "rotate the data plane's CA and certificate; pass --yes")
     assert not tls.exists(), "nothing was made"
@@ -110,9 +110,10 @@ def test_a_rotation_on_a_protected_environment_needs_a_confirmation(setup, liste
 
 def test_a_protected_environment_without_pins_is_refused(setup, listener, tmp_path):
     (tmp_path / "pins.yml").write_text("")
-    r = run_inv("core.up", "--yes", "--host", "test", env=setup(extra="protected: true\n"))
-    assert_bad_input(r, listener, "pins.yml are not current: MONGO_IMAGE (mongo:7.0.16) has "
-                     "no pin (and 4 more)", "run inv images.pin --host test")
+    r = run_inv("core.up", "--yes", "--host", "test", env=setup(extra=PROTECTED))
+    assert_bad_input(r, listener, "pins.yml are not current: ALERTMANAGER_IMAGE "
+                     "(prom/alertmanager:v0.27.0) has no pin (and 5 more)",
+                     "run inv images.pin --host test")
 
 
 def test_a_pin_for_another_tag_is_refused(setup, listener, tmp_path):

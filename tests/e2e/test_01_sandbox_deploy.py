@@ -33,9 +33,11 @@ def test_sandbox_up_twice_gives_one_sandbox(deployed):
     again = run_inv("sandbox.up", timeout=900)
     assert again.returncode == 0, again.stderr
     assert f"[{HOST}] already running" in again.stdout
+    assert "[jafar-sandbox-alert-receiver] already running" in again.stdout
     assert "nothing to push" in again.stdout
     status = json.loads(run_inv("sandbox.status", "--json").stdout)
-    assert [r["name"] for r in status] == [HOST, "jafar-sandbox-registry"]
+    assert [r["name"] for r in status] == [HOST, "jafar-sandbox-alert-receiver",
+                                           "jafar-sandbox-registry"]
 
 
 def test_fresh_deploy_brings_everything_up(deployed):
@@ -89,7 +91,7 @@ def test_no_secret_in_docker_inspect_config_files_or_any_command_line(deployed):
     inspected = inner("inspect", *ids)
     configs = on_host("sh", "-c", "cat /var/lib/docker/containers/*/config.v2.json").stdout
     settings = on_host("cat", "/opt/jafar/.env.ec2").stdout
-    assert len(ids) == 14 and '"/run/secrets/' in inspected
+    assert len(ids) == 15 and '"/run/secrets/' in inspected
     snapshots = deployed.ps_snapshots
     assert len(snapshots) > 20 and any("mongod" in snap for snap in snapshots)
     for value in secrets:

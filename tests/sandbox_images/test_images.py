@@ -104,6 +104,8 @@ IMAGE_USERS = {
     "redis": "redis",
     "postgres": "postgres",
     "prometheus": "nobody",
+    "alertmanager": "nobody",
+    "alert-receiver": "nobody",
     "registry": "docker-registry",
     "jafar-service": "node",
     "mongo": "mongodb",
@@ -153,7 +155,8 @@ def test_every_image_declares_its_user_and_health_check(images: dict[str, str]) 
         assert not check.get("StartInterval"), name
 
 
-@pytest.mark.parametrize("name", ["nginx", "redis", "prometheus", "registry", "mongo"])
+@pytest.mark.parametrize("name", ["nginx", "redis", "prometheus", "registry", "mongo",
+                                  "alertmanager", "alert-receiver"])
 def test_image_turns_healthy_as_it_starts_by_default(run: Callable[..., str], name: str) -> None:
     c = run(name, "--network=none", *FAST_HEALTH, name=f"health-{name}")
     _wait_health(c)
@@ -461,6 +464,64 @@ def test_prometheus(images: dict[str, str], run: Callable[..., str]) -> None:
         timeout=60,
     )  # fmt: skip
     assert docker("exec", c, "id", "-un").stdout.strip() == "nobody"
+
+
+# --- alertmanager and the alert receiver (standing in for the on-call endpoints) ------------
+
+
+def http_post(url: str, body: bytes, timeout: float = 3) -> tuple[int, str]:
+    assert url.startswith("http://127.0.0.1:"), url
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_alert_receiver_keeps_alertmanager_payloads_only(run: Callable[..., str]) -> None:
+    c = run("alert-receiver", "--publish=127.0.0.1::9095", "--read-only", name="receiver")
+    base = f"http://127.0.0.1:{published_port(c, '9095/tcp')}"
+    wait_for("receiver /health", lambda: http_get(f"{base}/health")[0] == 200)
+    good = {"version": "4", "status": "firing", "receiver": "page",
+            "alerts": [{"labels": {"alertname": "Drill"}, "status": "firing"}]}
+    assert http_post(f"{base}/page", json.dumps(good).encode()) == (200, '{"kept": 1}')
+    for bad, why in ((b"not json", "not JSON"), (b'{"version": "3"}', 'version is not'),
+                     (json.dumps({**good, "alerts": []}).encode(), "non-empty list")):
+        code, body = http_post(f"{base}/page", bad)
+        assert code == 400 and why in body, body
+    assert http_post(f"{base}/Page!", b"{}")[0] == 404
+    code, body = http_get(f"{base}/received/page")
+    kept = json.loads(body)
+    assert code == 200 and [k["alerts"][0]["labels"]["alertname"] for k in kept] == ["Drill"]
+    assert kept[0]["received_at"] > 0
+    assert json.loads(http_get(f"{base}/received/watchdog")[1]) == []
+
+
+def test_alertmanager_delivers_to_the_receiver(run: Callable[..., str], tmp_dir: Path) -> None:
+    """The real Alertmanager (Debian's) routes a posted alert to a webhook: the receiver
+    stand-in gets it in Alertmanager's format."""
+    receiver = run("alert-receiver", "--publish=127.0.0.1::9095", name="am-receiver")
+    base = f"http://127.0.0.1:{published_port(receiver, '9095/tcp')}"
+    config = tmp_dir / "alertmanager.yml"
+    config.write_text("route: {receiver: page, group_wait: 0s}\nreceivers:\n  - name: page\n"
+                      "    webhook_configs: [{url: 'http://127.0.0.1:9095/page'}]\n")
+    config.chmod(0o644)
+    am = run("alertmanager", f"--network=container:{receiver}", "--read-only",
+             f"--volume={tmp_dir}:/etc/alertmanager:ro", "--tmpfs=/alertmanager:uid=65534",
+             name="alertmanager")
+    wait_for("alertmanager ready", lambda: docker(
+        "exec", am, "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:9093/-/ready",
+        check=False).returncode == 0)
+    alert = json.dumps([{"labels": {"alertname": "ImageDrill", "severity": "critical"}}])
+    docker("exec", am, "wget", "-q", "-O", "-", "--header=Content-Type: application/json",
+           f"--post-data={alert}", "http://127.0.0.1:9093/api/v2/alerts")
+    wait_for("the alert at the receiver", lambda: "ImageDrill" in http_get(
+        f"{base}/received/page")[1], timeout=30)
+    kept = json.loads(http_get(f"{base}/received/page")[1])
+    assert kept[0]["version"] == "4" and kept[0]["receiver"] == "page"
+    assert docker("exec", am, "id", "-un").stdout.strip() == "nobody"
 
 
 # --- registry (standing in for ECR) ----------------------------------------------------------

@@ -25,6 +25,7 @@ PACKAGES = {
     "openssl": "Debian package openssl",
     "shellcheck": "Debian package shellcheck",
     "promtool": "Debian package prometheus",
+    "amtool": "Debian package prometheus-alertmanager (bin/setup installs it)",
     "rsyslogd": "Debian package rsyslog-gnutls (bin/setup installs it)",
     "mongosh": "npm package mongosh (npm install -g mongosh)",
     "bash": "Debian package bash",
@@ -34,7 +35,8 @@ PACKAGES = {
 # Set by the suite from config/environments.yml, never in .env.ec2 (see the contract).
 SUITE_VARIABLES = {
     "JAFAR_REGISTRY", "JAFAR_TAG", "NGINX_IMAGE", "MONGO_IMAGE", "REDIS_IMAGE", "POSTGRES_IMAGE",
-    "PROMETHEUS_IMAGE", "GRAFANA_IMAGE", "DATA_BIND_ADDRESS", "COMPOSE_PROFILES",
+    "PROMETHEUS_IMAGE", "ALERTMANAGER_IMAGE", "GRAFANA_IMAGE", "DATA_BIND_ADDRESS",
+    "COMPOSE_PROFILES",
     "AWSLOGS_GROUP", "AWS_REGION", "JAFAR_HEALTH_INTERVAL", "JAFAR_DB_POOL_SIZE",
     "MONGO_MAX_CONNECTIONS", "REDIS_MAXCLIENTS", "POSTGRES_MAX_CONNECTIONS", "MONGO_PIDS_LIMIT",
     "POSTGRES_PIDS_LIMIT", "GATEWAY_BIND",

@@ -71,7 +71,7 @@ def test_missing_setting_fails_with_its_name(tmp_path: Path, env_values: dict[st
 def test_stacks_run_services_of_the_contract(models: dict[str, dict]):
     assert sorted(models["data-single"]["services"]) == sorted(DATA_SERVICES)
     assert sorted(models["core-split"]["services"]) == sorted(
-        [*JAFAR_SERVICES, "gateway", "prometheus", "grafana"])
+        [*JAFAR_SERVICES, "gateway", "prometheus", "alertmanager", "grafana"])
     assert "grafana" not in models["core-single-no-grafana"]["services"]
 
 

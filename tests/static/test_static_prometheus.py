@@ -45,13 +45,17 @@ def test_every_service_is_discovered_by_dns():
     assert [(c["type"], c["port"]) for c in sd] == [("A", 3000)]
     assert sorted(sd[0]["names"]) == sorted(JAFAR_SERVICES)
     assert config["rule_files"] == ["alerts.yml"]
+    assert jobs["alertmanager"]["static_configs"] == [{"targets": ["alertmanager:9093"]}]
+    assert config["alerting"]["alertmanagers"] == [
+        {"static_configs": [{"targets": ["alertmanager:9093"]}]}]
 
 
 def test_rules_exist():
     rules = yaml.safe_load((PROM / "alerts.yml").read_text())
     names = {r["alert"] for g in rules["groups"] for r in g["rules"]}
     assert {"ServiceDown", "High5xxRate", "ReplicaSetNoPrimary", "DiskSpaceLow", "DiskFillingUp",
-            "FileIntegrityChanged", "FileIntegrityCheckStale"} <= names
+            "FileIntegrityChanged", "FileIntegrityCheckStale", "DataStoreDown", "Watchdog",
+            "AlertmanagerNotificationsFailing"} <= names
 
 
 RULE_TESTS = textwrap.dedent("""\
@@ -73,6 +77,15 @@ RULE_TESTS = textwrap.dedent("""\
             values: '0x10'
           - series: 'jafar_dependency_up{{job="jafar",service="auth-service",dependency="redis"}}'
             values: '0x10'
+          # one service still reaches redis: not DataStoreDown; none reaches postgres: it is
+          - series: 'jafar_dependency_up{{job="jafar",service="api-service",dependency="redis"}}'
+            values: '1x10'
+          - series: 'jafar_dependency_up{{job="jafar",service="ledger-service",
+                                         dependency="postgres"}}'
+            values: '1 0x10'
+          - series: 'alertmanager_notifications_failed_total{{job="alertmanager",
+                                                             integration="webhook"}}'
+            values: '0 0 0+1x20'
           - series: 'node_filesystem_avail_bytes{{{node}}}'
             values: '10x20'
           - series: 'node_filesystem_size_bytes{{{node}}}'
@@ -121,6 +134,25 @@ RULE_TESTS = textwrap.dedent("""\
             alertname: DependencyDown
             exp_alerts:
               - exp_labels: {{severity: critical, service: auth-service, dependency: redis}}
+              - exp_labels: {{severity: critical, service: ledger-service, dependency: postgres}}
+          - eval_time: 1m
+            alertname: DataStoreDown
+            exp_alerts: []
+          - eval_time: 2m
+            alertname: DataStoreDown
+            exp_alerts:
+              - exp_labels: {{severity: critical, dependency: postgres}}
+          - eval_time: 0m
+            alertname: Watchdog
+            exp_alerts:
+              - exp_labels: {{severity: none}}
+          - eval_time: 6m
+            alertname: AlertmanagerNotificationsFailing
+            exp_alerts: []
+          - eval_time: 9m
+            alertname: AlertmanagerNotificationsFailing
+            exp_alerts:
+              - exp_labels: {{severity: critical, integration: webhook}}
           - eval_time: 15m
             alertname: DiskSpaceLow
             exp_alerts:

@@ -151,6 +151,22 @@ def test_adhoc_target_uses_defaults(environments):
      "topology: split\ngateway_bind: private\n",
      "environments.test.gateway_bind: is private, but core host h3 has no IPv4 private_address; "
      "give it one"),
+    (ONE_HOST, "protected: true\n",
+     "environments.test.alerting: a protected environment needs receivers that page someone "
+     "(webhooks, sns_topic or email) and a watchdog URL"),
+    (ONE_HOST, "protected: true\nalerting: {webhooks: ['https://o.example/a']}\n",
+     "environments.test.alerting: a protected environment needs receivers"),
+    (ONE_HOST, "alerting: {webhooks: https://o.example/a}\n",
+     "environments.test.alerting.webhooks: must be a list of URLs"),
+    (ONE_HOST, "alerting: {email: {to: [a@b.example], from: c@d.example}}\n",
+     "environments.test.alerting.email: needs to, from and smarthost (host:port)"),
+    (ONE_HOST, "alerting: {email: {to: nobody, from: c@d.example, smarthost: 'm:25'}}\n",
+     "environments.test.alerting.email.to[0]: invalid value 'nobody'; an e-mail address"),
+    (ONE_HOST, "alerting: {sns_topic: 'arn:aws:sqs:eu-west-1:123456789012:q'}\n",
+     "environments.test.alerting.sns_topic: invalid value"),
+    (ONE_HOST, "alerting: {group_wait: 30}\n",
+     "environments.test.alerting.group_wait: must be a non-empty string"),
+    (ONE_HOST, "alerting: {pager: x}\n", "environments.test.alerting.pager: unknown key"),
 ])
 def test_invalid_values_name_file_key_and_fix(environments, hosts, extra, message):
     path = environments(env_yaml(hosts, extra))
@@ -233,3 +249,19 @@ def test_an_adhoc_target_without_registry_says_where_to_set_it(environments):
     with pytest.raises(BadInput, match="registry: missing; an ad-hoc target takes it from "
                                        "defaults: or the adhoc: block"):
         load_environment("deploy@10.1.2.3")
+
+
+@pytest.mark.parametrize("url", [
+    "https://hooks.example/services/T0?token=canary-8f2d1c",
+    "https://user:canary-8f2d1c@hooks.example/x",
+    "https://hooks.example/x#canary-8f2d1c",
+])
+def test_an_alerting_url_with_credentials_is_refused_without_showing_it(environments, url):
+    path = environments(env_yaml(ONE_HOST, f"alerting: {{watchdog: '{url}'}}\n"))
+    with pytest.raises(BadInput) as exc:
+        load_environment("test")
+    assert str(exc.value) == (
+        f"{path}: environments.test.alerting.watchdog: must be an http(s) URL without user, "
+        "password or query (e.g. https://oncall.internal.example/alertmanager) (the value is "
+        "not shown)")
+    assert "canary" not in str(exc.value)

@@ -33,7 +33,7 @@ def probe_output(redis_down: bool = False) -> str:
 
 def test_all_healthy():
     checks = evaluate(ENV, HOST, probe_output())
-    assert len(checks) == 14 and all(c.healthy for c in checks)
+    assert len(checks) == 15 and all(c.healthy for c in checks)
     assert {c.service: c.http for c in checks}["gateway"] == "200"
     assert json.loads(as_json(checks))["healthy"] is True
 
@@ -109,7 +109,7 @@ def test_the_deploy_gate_probes_again_before_it_fails(monkeypatch):
     slow_once = ProbeRemote(probe_output(redis_down=True), probe_output())
     outcome = health.apply(ENV, HOST, slow_once)
     assert (slow_once.calls, pauses) == (2, [health.PROBE_PAUSE_S])
-    assert outcome.message == "all 14 containers healthy on probe 2 of 3 (read-only check)"
+    assert outcome.message == "all 15 containers healthy on probe 2 of 3 (read-only check)"
 
     pauses.clear()
     down = ProbeRemote(*[probe_output(redis_down=True)] * 3)
@@ -121,5 +121,5 @@ def test_the_deploy_gate_probes_again_before_it_fails(monkeypatch):
 
     pauses.clear()
     healthy = ProbeRemote(probe_output())
-    assert health.apply(ENV, HOST, healthy).message == "all 14 containers healthy (read-only check)"
+    assert health.apply(ENV, HOST, healthy).message == "all 15 containers healthy (read-only check)"
     assert (healthy.calls, pauses) == (1, [])

@@ -8,7 +8,7 @@ import pytest
 
 from fabfile.commands.monitor import prometheus_query
 from fabfile.errors import StepFailed
-from fabfile.monitor.status import as_json, check_host, merged, parse, table
+from fabfile.monitor.status import as_json, check_host, merged, parse, problems, table
 from fabfile.remote import Result
 from tests.conftest import shipped
 
@@ -47,21 +47,36 @@ def alert(name: str, state: str, severity: str = "critical", **labels: str) -> d
             "activeAt": "2026-12-02T10:00:00.123Z", "value": "0e+00"}
 
 
+WATCHDOG = alert("Watchdog", "firing", "none")
 ALL_UP = answers([target("prometheus", "127.0.0.1:9090"),
                   target("jafar", "172.20.0.5:3000", service="api-service"),
-                  target("node", "host.docker.internal:9100")], [])
+                  target("node", "host.docker.internal:9100")], [WATCHDOG])
+WATCHDOG_LINE = ("watchdog: firing (the rules are evaluated; the dead-man's switch sees whether "
+                 "its notifications arrive)")
 
 
 def test_all_up_and_quiet():
     status = parse(HOST, ALL_UP)
     assert (len(status.targets), status.down, status.firing) == (3, [], [])
-    assert table(status) == ["targets: 3, 0 down", "alerts: 0 firing, 0 pending"]
+    assert table(status) == ["targets: 3, 0 down", "alerts: 0 firing, 0 pending", WATCHDOG_LINE]
     assert json.loads(as_json(status))["ok"] is True
+    assert problems(status) == []
+
+
+def test_a_prometheus_without_its_watchdog_is_a_problem():
+    quiet = answers([target("prometheus", "127.0.0.1:9090")], [])
+    status = parse(HOST, quiet)
+    assert status.silent == [HOST.name] and status.firing == []
+    assert table(status)[-1].startswith(f"watchdog: NOT firing on {HOST.name}: Prometheus")
+    assert problems(status) == [f"no Watchdog on {HOST.name}"]
+    assert json.loads(as_json(status))["ok"] is False
+    pending = parse(HOST, answers([], [alert("Watchdog", "pending", "none")]))
+    assert pending.silent == [HOST.name] and pending.alerts == []
 
 
 def test_a_target_not_scraped_yet_is_not_down():
     fresh = answers([target("jafar", "172.20.0.9:3000", "unknown", service="api-service"),
-                     target("node", "host.docker.internal:9100")], [])
+                        target("node", "host.docker.internal:9100")], [WATCHDOG])
     status = parse(HOST, fresh)
     assert status.down == [] and json.loads(as_json(status))["ok"] is True
     assert table(status)[0] == "targets: 2, 0 down"
@@ -72,7 +87,8 @@ def test_a_target_down_and_an_alert_firing_come_first():
         [target("jafar", "172.20.0.5:3000", service="api-service"),
          target("node", "host.docker.internal:9100", "down", error="connection refused")],
         [alert("DiskSpaceLow", "pending", "warning", mountpoint="/"),
-         alert("ServiceDown", "firing", service="api-service", instance="172.20.0.5:3000")])
+         alert("ServiceDown", "firing", service="api-service", instance="172.20.0.5:3000"),
+         WATCHDOG])
     status = parse(HOST, out)
     assert [t.instance for t in status.down] == ["host.docker.internal:9100"]
     assert [(a.name, a.state, a.subject) for a in status.alerts] == [
@@ -85,6 +101,7 @@ def test_a_target_down_and_an_alert_firing_come_first():
     assert lines[5].split() == [HOST.name, "ServiceDown", "critical", "firing",
                                 "2026-12-02T10:00:00", "api-service"]
     assert json.loads(as_json(status))["ok"] is False
+    assert problems(status) == ["1 target(s) down", "firing: ServiceDown"]
 
 
 def test_answers_that_are_not_prometheus_are_failures_not_silence():
@@ -117,3 +134,5 @@ def test_no_prometheus_and_a_failed_api_are_named():
 def test_several_core_hosts_are_merged():
     a, b = parse(HOST, ALL_UP), parse(HOST, ALL_UP)
     assert len(merged([a, b]).targets) == 6
+    silent = parse(HOST, answers([], []))
+    assert merged([a, silent]).silent == [HOST.name]

@@ -73,9 +73,9 @@ def test_capacity_fits_on_the_sandbox(sandbox):
 
 
 def test_capacity_memory_counts_the_release_doubling(sandbox):
-    # single topology: data (6656) + gateway 256 + prometheus 1024 = 7936 MiB fixed;
-    # seven services at 1 = 3584; api at 3 adds 1024 and doubles 1536 on a release
-    need = 7936 + 3584 + 1024 + 1536
+    # single topology: data (6656) + gateway 256 + prometheus 1024 + alertmanager 256 = 8192
+    # MiB fixed; seven services at 1 = 3584; api at 3 adds 1024 and doubles 1536 on a release
+    need = 8192 + 3584 + 1024 + 1536
     memory_kb = int(need / 0.9 * 1024) - 1024
     problems = scale.capacity(sandbox, "h1", counts(**{"api-service": 3}), memory_kb, 1)
     assert problems == [f"memory on h1: the containers' limits need {need} MiB with a "

@@ -127,3 +127,49 @@ def test_tarball_paths_are_relative_with_modes(tmp_path):
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         (member,) = tar.getmembers()
     assert (member.name, member.mode, member.size) == ("scripts/s.sh", 0o755, 8)
+
+
+class Host:
+    name = "h1"
+    become = False
+    ssh = type("Ssh", (), {"user": "deploy"})()
+
+
+class StateRemote:
+    """A host whose files are all as wanted except `stale_paths`; records what is run."""
+
+    def __init__(self, items, stale_paths: set[str]) -> None:
+        self.lines = "".join(
+            f"{'-' if i.remote in stale_paths else i.digest()} {i.mode} deploy {i.remote}\n"
+            for i in items)
+        self.ran: list[str] = []
+        self.sent: list[str] = []
+
+    def run(self, command: str, **_):
+        self.ran.append(command)
+        out = self.lines if "sha256sum" in command else "reloaded alertmanager\n"
+        return type("R", (), {"stdout": out, "ok": True})()
+
+    def run_with_input(self, command: str, data: bytes, **_):
+        self.sent.append(command)
+
+
+def test_a_changed_alertmanager_file_is_uploaded_then_reloaded_alone():
+    from fabfile.sync import apply_files
+    items = bundle_items(ENV)
+    target = "/opt/jafar/config/alertmanager/alertmanager.yml"
+    remote = StateRemote(items, {target})
+    outcome = apply_files(ENV, Host(), remote)
+    assert outcome.changed
+    assert outcome.message == (f"updated 1 of {len(items)} files: "
+                               "config/alertmanager/alertmanager.yml; reloaded alertmanager")
+    assert len(remote.ran) == 2 and "service=alertmanager" in remote.ran[1]
+    assert "service=prometheus" not in remote.ran[1]
+
+
+def test_unchanged_files_reload_nothing():
+    from fabfile.sync import apply_files
+    items = bundle_items(ENV)
+    remote = StateRemote(items, set())
+    outcome = apply_files(ENV, Host(), remote)
+    assert not outcome.changed and len(remote.ran) == 1 and remote.sent == []
