@@ -35,6 +35,8 @@ AIDE_CONF = "/etc/aide/jafar-aide.conf"
 AIDE_DB = "/var/lib/aide/jafar.db"
 AIDE_CHECK = "/usr/local/sbin/jafar-aide-check"
 AIDE_TIMER = "jafar-aide-check.timer"
+TLS_EXPIRY = "/usr/local/sbin/jafar-tls-expiry"
+TLS_EXPIRY_TIMER = "jafar-tls-expiry.timer"
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 NODE_EXPORTER = "prometheus-node-exporter"
 NODE_EXPORTER_PORT = 9100
@@ -96,8 +98,24 @@ def forward_files(env: Environment) -> tuple[File, ...]:
     return found
 
 
+def tls_expiry_files(env: Environment) -> tuple[File, ...]:
+    """The hourly read of the certificates' notAfter (the CertificateExpiring alerts): the
+    unit names the deploy path's secrets/, where env.sync puts them."""
+    unit = ("# jafar: when the stacks' TLS certificates expire (see "
+            f"{TLS_EXPIRY}). Installed by `inv host.harden`.\n"
+            "[Unit]\nDescription=jafar TLS certificate expiry check\n\n"
+            "[Service]\nType=oneshot\n"
+            f"ExecStart={TLS_EXPIRY} {env.deploy_path}/secrets\nNice=19\n")
+    return (File(TLS_EXPIRY, "jafar-tls-expiry", "0755"),
+            File("/etc/systemd/system/jafar-tls-expiry.service", text=unit,
+                 on_change=RELOAD_UNITS),
+            File(f"/etc/systemd/system/{TLS_EXPIRY_TIMER}", "jafar-tls-expiry.timer",
+                 on_change=RELOAD_UNITS))
+
+
 def files(env: Environment) -> tuple[File, ...]:
-    return (FILES + (KERNEL_FILES if not env.host_setup.shared_kernel else ())
+    return (FILES + tls_expiry_files(env)
+            + (KERNEL_FILES if not env.host_setup.shared_kernel else ())
             + forward_files(env))
 
 
@@ -110,7 +128,7 @@ def packages(env: Environment) -> list[str]:
 
 
 def services(env: Environment) -> list[str]:
-    return (["sysstat", NODE_EXPORTER, AIDE_TIMER]
+    return (["sysstat", NODE_EXPORTER, AIDE_TIMER, TLS_EXPIRY_TIMER]
             + ([] if env.host_setup.shared_kernel else ["acct"])
             + (["rsyslog"] if env.host_setup.log_forward else []))
 

@@ -287,6 +287,22 @@ def test_every_container_is_limited_and_only_the_gateway_starts_as_root(hardened
     assert daemon["icc"] is False and daemon["no-new-privileges"] is True
 
 
+def test_certificate_expiry_is_read_for_node_exporter(hardened):
+    """jafar-tls-expiry.timer runs; its service reads the certificates env.sync placed."""
+    assert on_host("systemctl", "is-active", "jafar-tls-expiry.timer").stdout.strip() == "active"
+    on_host("systemctl", "start", "jafar-tls-expiry.service", timeout=60)
+    prom = on_host("cat", "/var/lib/prometheus/node-exporter/jafar_tls.prom").stdout
+    found = dict(re.findall(r'^jafar_tls_not_after_timestamp_seconds\{file="(\w+)"\} (\d+)$',
+                            prom, re.M))
+    assert set(found) == {"gateway_tls_crt", "data_tls_crt", "data_ca_crt"}, prom
+    end = subprocess.run(["openssl", "x509", "-noout", "-enddate", "-in",
+                          str(ROOT / ".sandbox" / "tls" / "tls.crt")], capture_output=True,
+                         text=True, timeout=30, check=True).stdout.strip()
+    when = subprocess.run(["date", "-u", "-d", end.removeprefix("notAfter="), "+%s"],
+                          capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    assert found["gateway_tls_crt"] == when
+
+
 def aide_ok() -> str:
     on_host("systemctl", "start", "jafar-aide-check.service", timeout=300)
     prom = on_host("cat", "/var/lib/prometheus/node-exporter/jafar_aide.prom").stdout

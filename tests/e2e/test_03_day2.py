@@ -270,6 +270,12 @@ def test_the_trail_is_root_owned_and_the_deploy_user_cannot_rewrite_it(deployed)
                      "echo '{\"prev\":\"nope\"}' | sudo -n /usr/local/sbin/jafar-audit-append",
                      check=False)
     assert helper.returncode == 3 and "does not chain" in helper.stderr
+    # the refusal is left for node_exporter (AuditTrailWriteFailed); a real record sets it
+    # back to 0, and so does this test, leaving the sandbox as it found it
+    textfile = "/var/lib/prometheus/node-exporter/jafar_audit.prom"
+    prom = on_host("cat", textfile).stdout
+    assert "\njafar_audit_append_last_exit_code 3\n" in prom, prom
+    on_host("sed", "-i", "s/^\\(jafar_audit_append_last_exit_code\\) 3$/\\1 0/", textfile)
     other = on_host("su", "-s", "/bin/sh", "deploy", "-c", "sudo -n cat /etc/shadow",
                     check=False)
     assert other.returncode != 0  # the sudoers rule allows the helper and nothing else

@@ -55,7 +55,8 @@ def test_rules_exist():
     names = {r["alert"] for g in rules["groups"] for r in g["rules"]}
     assert {"ServiceDown", "High5xxRate", "ReplicaSetNoPrimary", "DiskSpaceLow", "DiskFillingUp",
             "FileIntegrityChanged", "FileIntegrityCheckStale", "DataStoreDown", "Watchdog",
-            "AlertmanagerNotificationsFailing"} <= names
+            "AlertmanagerNotificationsFailing", "CertificateExpiring", "CertificateCheckStale",
+            "AuditTrailWriteFailed"} <= names
 
 
 RULE_TESTS = textwrap.dedent("""\
@@ -104,6 +105,21 @@ RULE_TESTS = textwrap.dedent("""\
             values: '350x80'
           - series: 'node_filesystem_size_bytes{{{fill}, mountpoint="/stable"}}'
             values: '1000x80'
+          # certificates with 13 d 23 h 58 min (a warning), 2 d (critical too) and a year left;
+          # the last expiry check 2 h 55 min before the start: stale (3 h) from minute 6
+          - series: 'jafar_tls_not_after_timestamp_seconds{{job="node",instance="h:9100",
+                                                          file="gateway_tls_crt"}}'
+            values: '1209480x10'
+          - series: 'jafar_tls_not_after_timestamp_seconds{{job="node",instance="h:9100",
+                                                          file="data_tls_crt"}}'
+            values: '172800x10'
+          - series: 'jafar_tls_not_after_timestamp_seconds{{job="node",instance="h:9100",
+                                                          file="data_ca_crt"}}'
+            values: '31536000x10'
+          - series: 'jafar_tls_expiry_last_check_timestamp_seconds{{job="node",instance="h:9100"}}'
+            values: '-10500x10'
+          - series: 'jafar_audit_append_last_exit_code{{job="node",instance="h:9100"}}'
+            values: '0 0 3x8'
           - series: 'jafar_aide_check_ok{{job="node",instance="h:9100"}}'
             values: '1 1 0x10'
           - series: 'jafar_aide_last_check_timestamp_seconds{{job="node",instance="h:9100"}}'
@@ -166,6 +182,29 @@ RULE_TESTS = textwrap.dedent("""\
             exp_alerts:
               - exp_labels: {{severity: warning, job: node, instance: "g:9100", fstype: ext4,
                               mountpoint: /data, device: e}}
+          - eval_time: 0m
+            alertname: CertificateExpiring
+            exp_alerts:
+              - exp_labels: {{severity: warning, job: node, instance: "h:9100",
+                              file: gateway_tls_crt}}
+              - exp_labels: {{severity: warning, job: node, instance: "h:9100",
+                              file: data_tls_crt}}
+              - exp_labels: {{severity: critical, job: node, instance: "h:9100",
+                              file: data_tls_crt}}
+          - eval_time: 5m
+            alertname: CertificateCheckStale
+            exp_alerts: []
+          - eval_time: 6m
+            alertname: CertificateCheckStale
+            exp_alerts:
+              - exp_labels: {{severity: warning, job: node, instance: "h:9100"}}
+          - eval_time: 2m
+            alertname: AuditTrailWriteFailed
+            exp_alerts: []
+          - eval_time: 4m
+            alertname: AuditTrailWriteFailed
+            exp_alerts:
+              - exp_labels: {{severity: critical, job: node, instance: "h:9100"}}
           - eval_time: 1m
             alertname: FileIntegrityChanged
             exp_alerts: []
