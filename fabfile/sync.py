@@ -26,7 +26,7 @@ from fabfile.commands.monitor import reload_config
 from fabfile.config import Environment, Host
 from fabfile.errors import BadInput
 from fabfile.flow import Outcome, Step
-from fabfile.monitor import alerting
+from fabfile.monitor import alerting, targets
 from fabfile.ops import datatls
 from fabfile.remote import Remote, become
 from fabfile.services import compose_project
@@ -71,11 +71,14 @@ def owner(host: Host) -> str:
     return "root" if host.become else host.ssh.user
 
 
-def bundle_items(env: Environment) -> list[Item]:
+def bundle_items(env: Environment, host: Host) -> list[Item]:
     """Compose files, scripts and service configs, as in the repo (scripts stay executable),
-    and Alertmanager's configuration, made from the environment's alerting: block."""
+    Alertmanager's configuration (from the environment's alerting: block) and the hosts this
+    host's Prometheus scrapes for node_exporter."""
     items = [Item(None, f"{env.deploy_path}/{alerting.PATH}", "644", secret=False,
-                  content=alerting.render(env).encode())]
+                  content=alerting.render(env).encode()),
+             Item(None, f"{env.deploy_path}/{targets.PATH}", "644", secret=False,
+                  content=targets.render(env, host).encode())]
     for d in BUNDLE_DIRS:
         for path in sorted((ROOT / d).rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
@@ -145,11 +148,11 @@ def tarball(items: list[Item], deploy_path: str) -> bytes:
 # --- files.sync ---------------------------------------------------------------------------
 
 def plan_files(env: Environment, host: Host) -> list[str]:
-    items = bundle_items(env)
+    items = bundle_items(env, host)
     return [
         f"$ {wire(host, cmd.state([i.remote for i in items]))}",
-        f"upload {len(items)} files ({', '.join(BUNDLE_DIRS)}, {alerting.PATH}) that "
-        f"differ, as one tar.gz on stdin, owner {owner(host)}, via:",
+        f"upload {len(items)} files ({', '.join(BUNDLE_DIRS)}, {alerting.PATH}, "
+        f"{targets.PATH}) that differ, as one tar.gz on stdin, owner {owner(host)}, via:",
         f"$ {wire(host, cmd.extract_bundle(env.deploy_path))}",
         "then, if a monitoring config changed, the running Prometheus or Alertmanager reads "
         "it again (SIGHUP) via:",
@@ -163,7 +166,7 @@ def differing(items: list[Item], host: Host, remote: Remote) -> list[Item]:
 
 
 def apply_files(env: Environment, host: Host, remote: Remote) -> Outcome:
-    items = bundle_items(env)
+    items = bundle_items(env, host)
     changed = differing(items, host, remote)
     if not changed:
         return Outcome(False, f"nothing to do: {len(items)} files already up to date "

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fabfile.commands import host as cmd
-from fabfile.config import Environment
+from fabfile.config import Environment, Host
 from fabfile.hosts import HARDENING, logforward
 
 LOGIN_DEFS = "/etc/login.defs"
@@ -40,6 +40,10 @@ TLS_EXPIRY_TIMER = "jafar-tls-expiry.timer"
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 NODE_EXPORTER = "prometheus-node-exporter"
 NODE_EXPORTER_PORT = 9100
+NODE_LISTEN = "/etc/jafar/node-exporter.listen"  # addresses besides the Docker bridge's
+# the private address' port: not 9100, which ufw opens to Docker's address pools (for the
+# bridge's listener), and a VPC may be numbered from those pools too
+NODE_PRIVATE_PORT = 9101
 PAM_MODULES = ("pam_umask", "pam_pwquality", "pam_tmpdir")  # in the common-* stacks
 
 
@@ -96,6 +100,14 @@ def forward_files(env: Environment) -> tuple[File, ...]:
         found += (File(logforward.AUDIT_PLUGIN, text=logforward.AUDIT_PLUGIN_CONF, mode="0640",
                        on_change="service auditd restart"),)
     return found
+
+
+def node_listen(env: Environment, host: Host) -> tuple[str, ...]:
+    """Where node_exporter listens besides the Docker bridge's address (address:port): in the
+    split topology the host's private address (the core hosts' Prometheus scrapes it there)."""
+    if env.topology == "split" and host.private_address:
+        return (f"{host.private_address}:{NODE_PRIVATE_PORT}",)
+    return ()
 
 
 def tls_expiry_files(env: Environment) -> tuple[File, ...]:

@@ -166,8 +166,10 @@ def evaluate(env: Environment, host: Host, output: str) -> list[Control]:
         "-A DOCKER-USER -j DROP" in docker_user)
     listeners = public_listeners(s.get("listen", ""))
     allowed = allowed_ports(env, host)
+    scraped = {(a, int(p)) for a, _, p in
+               (x.rpartition(":") for x in baseline.node_listen(env, host))}
     extra = sorted({f"{a}:{p}" for a, p in listeners if p not in allowed
-                    and not bridge_only(a, p)})
+                    and not bridge_only(a, p) and (a, p) not in scraped})
     add("only expected ports listen publicly", ",".join(map(str, sorted(allowed))),
         ", ".join(extra) or "ok", not extra)
     daemon = s.get("daemon", "")

@@ -289,10 +289,15 @@ def ufw_rules(env: Environment, host: Host) -> list[str]:
     if host.has("data") and env.topology == "split":
         rules += [f"allow from {source} to any port {p} proto tcp"
                   for source in core_addresses(env) for p in DATA_PORTS]
-    # node_exporter listens on the Docker bridge's address only; containers (Prometheus) come
-    # from Docker's address pools
+    # node_exporter listens on the Docker bridge's address; containers (Prometheus) come from
+    # Docker's address pools. In the split topology also on the private address, for the
+    # other core hosts' Prometheus.
     rules += [f"allow from {pool} to any port {baseline.NODE_EXPORTER_PORT} proto tcp"
               for pool in DOCKER_POOLS]
+    if baseline.node_listen(env, host):
+        own = host.private_address or host.ssh.address
+        rules += [f"allow from {source} to any port {baseline.NODE_PRIVATE_PORT} proto tcp"
+                  for source in core_addresses(env) if source != own]
     return rules
 
 
@@ -355,7 +360,10 @@ def harden_script(env: Environment, host: Host) -> str:
         cmd.ensure_service("fail2ban"),
         cmd.ensure_file(SYSCTL_NETWORK, (HARDENING / "sysctl.conf").read_text(),
                         on_change=f"sysctl -q -p {SYSCTL_NETWORK}"),
-        baseline.script(env),
+        baseline.script(env),  # installs and starts node_exporter: then where it listens
+        cmd.ensure_file(baseline.NODE_LISTEN,
+                        "".join(f"{a}\n" for a in baseline.node_listen(env, host)),
+                        on_change=f"systemctl restart {baseline.NODE_EXPORTER}"),
     ]
     if not setup.shared_kernel:
         parts += [

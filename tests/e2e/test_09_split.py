@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -19,6 +20,8 @@ from tests.e2e.sandbox_helpers import sandbox_config
 DATA = "jafar-sandbox-1"
 CORE = ("jafar-sandbox-2", "jafar-sandbox-3")
 DATA_IP = "172.30.99.11"
+IPS = {DATA: DATA_IP, CORE[0]: "172.30.99.12", CORE[1]: "172.30.99.13"}
+ALL_IPS = tuple(IPS.values())
 PORTS = {"mongo-primary": 27017, "mongo-secondary": 27018, "mongo-arbiter": 27019,
          "redis": 6379, "postgres-ledger": 5432}
 
@@ -156,6 +159,33 @@ def test_any_other_private_address_is_dropped_by_the_firewall(split):
     for name in PORTS:
         assert found[name]["plain"].startswith("unreachable"), (name, found)
         assert found[name]["tls"].startswith("failed"), (name, found)
+
+
+def test_each_core_hosts_prometheus_scrapes_every_hosts_node_exporter(split):
+    """On its private address node_exporter answers the core hosts' Prometheus (the data
+    host's disk alerts can fire), and from any other address the firewall drops it."""
+    want = {core: {"host.docker.internal:9100"} | {f"{ip}:9101" for ip in ALL_IPS
+                                                   if ip != IPS[core]} for core in CORE}
+
+    def node_up() -> dict[str, set[str]]:
+        answer = json.loads(inv("monitor.status", "--json", timeout=120).stdout)
+        return {core: {t["instance"] for t in answer["targets"] if t["host"] == core
+                       and t["job"] == "node" and t["health"] == "up"} for core in CORE}
+    deadline = time.monotonic() + 90
+    seen = node_up()
+    while seen != want and time.monotonic() < deadline:
+        time.sleep(5)
+        seen = node_up()
+    assert seen == want
+    image = subprocess.run(["docker", "inspect", "--format", "{{.Config.Image}}", DATA],
+                           capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    probe = ("import socket,sys\ntry:\n    socket.create_connection((sys.argv[1], 9101), "
+             "timeout=4)\n    print('answered')\nexcept OSError as e:\n"
+             "    print('unreachable', type(e).__name__)\n")
+    proc = subprocess.run(["docker", "run", "--rm", "--network", "jafar-sandbox",
+                           "--entrypoint", "python3", image, "-c", probe, DATA_IP],
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert proc.stdout.startswith("unreachable"), proc.stdout
 
 
 def test_a_core_host_holds_no_data_only_secret(split):

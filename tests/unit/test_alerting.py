@@ -98,10 +98,11 @@ def test_a_critical_alert_mutes_its_warning_and_a_store_down_its_dependency_aler
 
 
 def test_the_file_travels_with_the_bundle_and_follows_the_environment():
-    items = {i.remote: i for i in bundle_items(PROD)}
+    items = {i.remote: i for i in bundle_items(PROD, PROD.hosts[1])}
     item = items["/opt/jafar/config/alertmanager/alertmanager.yml"]
     assert (item.mode, item.secret) == ("644", False)
     assert yaml.safe_load(item.data()) == alerting.document(PROD)
     quiet = replace(PROD, alerting=AlertingSettings())
-    other = {i.remote: i for i in bundle_items(quiet)}
+    other = {i.remote: i for i in bundle_items(quiet, quiet.hosts[1])}
     assert other[item.remote].digest() != item.digest()
+

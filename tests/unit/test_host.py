@@ -53,8 +53,10 @@ def test_ufw_rules_follow_roles():
     data, core = prod.hosts[0], prod.hosts[1]
     exporter = ["allow from 172.16.0.0/12 to any port 9100 proto tcp",
                 "allow from 192.168.0.0/16 to any port 9100 proto tcp"]
+    # node_exporter: from the containers, and (split) from the other core hosts' Prometheus
     assert host.ufw_rules(prod, core) == ["allow from 10.0.0.0/24 to any port 22 proto tcp",
-                                          "allow 80,443/tcp", *exporter]
+                                          "allow 80,443/tcp", *exporter,
+                                          "allow from 10.0.1.12 to any port 9101 proto tcp"]
     # the data ports: from each core host's address only, not from the whole VPC
     assert host.ufw_rules(prod, data) == [
         "allow from 10.0.0.0/24 to any port 22 proto tcp",
@@ -63,7 +65,11 @@ def test_ufw_rules_follow_roles():
         "allow from 10.0.1.11 to any port 5432 proto tcp",
         "allow from 10.0.1.12 to any port 27017:27019 proto tcp",
         "allow from 10.0.1.12 to any port 6379 proto tcp",
-        "allow from 10.0.1.12 to any port 5432 proto tcp", *exporter]
+        "allow from 10.0.1.12 to any port 5432 proto tcp", *exporter,
+        "allow from 10.0.1.11 to any port 9101 proto tcp",
+        "allow from 10.0.1.12 to any port 9101 proto tcp"]
+    single = shipped("staging")
+    assert not [r for r in host.ufw_rules(single, single.hosts[0]) if "9101" in r]
 
 
 def test_docker_user_chain_drops_all_but_the_allowed():

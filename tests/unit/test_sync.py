@@ -28,7 +28,7 @@ def test_stale_compares_content_mode_and_owner(tmp_path):
 
 
 def test_bundle_holds_compose_scripts_and_configs_with_modes():
-    items = {i.remote: i for i in bundle_items(ENV)}
+    items = {i.remote: i for i in bundle_items(ENV, ENV.hosts[0])}
     assert "/opt/jafar/compose/docker-compose.data.yml" in items
     assert items["/opt/jafar/scripts/init-replica.sh"].mode == "755"
     assert items["/opt/jafar/config/nginx/nginx.conf"].mode == "644"
@@ -129,10 +129,7 @@ def test_tarball_paths_are_relative_with_modes(tmp_path):
     assert (member.name, member.mode, member.size) == ("scripts/s.sh", 0o755, 8)
 
 
-class Host:
-    name = "h1"
-    become = False
-    ssh = type("Ssh", (), {"user": "deploy"})()
+USER = ENV.hosts[0].ssh.user
 
 
 class StateRemote:
@@ -140,7 +137,7 @@ class StateRemote:
 
     def __init__(self, items, stale_paths: set[str]) -> None:
         self.lines = "".join(
-            f"{'-' if i.remote in stale_paths else i.digest()} {i.mode} deploy {i.remote}\n"
+            f"{'-' if i.remote in stale_paths else i.digest()} {i.mode} {USER} {i.remote}\n"
             for i in items)
         self.ran: list[str] = []
         self.sent: list[str] = []
@@ -156,10 +153,10 @@ class StateRemote:
 
 def test_a_changed_alertmanager_file_is_uploaded_then_reloaded_alone():
     from fabfile.sync import apply_files
-    items = bundle_items(ENV)
+    items = bundle_items(ENV, ENV.hosts[0])
     target = "/opt/jafar/config/alertmanager/alertmanager.yml"
     remote = StateRemote(items, {target})
-    outcome = apply_files(ENV, Host(), remote)
+    outcome = apply_files(ENV, ENV.hosts[0], remote)
     assert outcome.changed
     assert outcome.message == (f"updated 1 of {len(items)} files: "
                                "config/alertmanager/alertmanager.yml; reloaded alertmanager")
@@ -169,7 +166,7 @@ def test_a_changed_alertmanager_file_is_uploaded_then_reloaded_alone():
 
 def test_unchanged_files_reload_nothing():
     from fabfile.sync import apply_files
-    items = bundle_items(ENV)
+    items = bundle_items(ENV, ENV.hosts[0])
     remote = StateRemote(items, set())
-    outcome = apply_files(ENV, Host(), remote)
+    outcome = apply_files(ENV, ENV.hosts[0], remote)
     assert not outcome.changed and len(remote.ran) == 1 and remote.sent == []
