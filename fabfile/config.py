@@ -67,7 +67,7 @@ ENV_KEYS = {
     "overlay", "awslogs_group", "aws_region", "host", "replicas", "max_replicas", "lock_ttl",
     "pool_size", "data_limits", "health_interval", "release", "gateway", "pins", "gateway_bind",
     "aws", "secrets", "rotate_after_days", "awslogs_retention_days", "awslogs_kms_key",
-    "hosts_from", "backup_at", "backup_keep", "backup_max_size", "alerting",
+    "hosts_from", "backup_at", "backup_keep", "backup_max_size", "alerting", "backup_snapshots",
 }
 ALERTING_KEYS = {"webhooks", "sns_topic", "email", "watchdog", "group_wait"}
 EMAIL_KEYS = {"to", "from", "smarthost"}
@@ -306,6 +306,7 @@ class Environment:
     backup_at: str = "02:30"           # UTC time of the daily backup (inv backup.schedule)
     backup_keep: tuple[int, int, int] = (7, 4, 12)  # sets kept: newest per day, week, month
     backup_max_bytes: int = 20 * 1024 ** 3  # the sets on the data host at most (backup_max_size)
+    backup_snapshots: bool = False     # also an EBS snapshot of each data volume (AWS)
     pool_size: int = 10                # connections each service replica may open per store
     data_limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_DATA_LIMITS))
     health_interval: str = "10s"       # Docker health check interval of the core services
@@ -698,6 +699,7 @@ def _environment(check: _Checker, name: str, raw: dict[str, Any], key: str) -> E
         secrets=_secrets(check, raw.get("secrets"), f"{key}.secrets", aws),
         alerting=_alerting(check, raw.get("alerting"), f"{key}.alerting",
                            protected=bool(raw.get("protected"))),
+        backup_snapshots=_backup_snapshots(check, raw, key, aws),
         rotate_after_days=check.integer(raw.get("rotate_after_days", 90),
                                         f"{key}.rotate_after_days", 1, 3650),
         bastion=bastion,
@@ -845,6 +847,15 @@ def _operations(check: _Checker, raw: dict[str, Any], key: str, adhoc: bool) -> 
         "release": _release(check, raw.get("release") or {}, f"{key}.release"),
         "gateway": _gateway(check, raw.get("gateway"), f"{key}.gateway", required=not adhoc),
     }
+
+
+def _backup_snapshots(check: _Checker, raw: dict[str, Any], key: str,
+                      aws: AwsSettings | None) -> bool:
+    wanted = check.boolean(raw.get("backup_snapshots", False), f"{key}.backup_snapshots")
+    if wanted and aws is None:
+        raise check.fail(f"{key}.backup_snapshots", "needs an aws: block (the region; the data "
+                         "instance is found by aws.instance_tags and its role tag)")
+    return wanted
 
 
 def _alerting(check: _Checker, value: Any, key: str, protected: bool) -> AlertingSettings:

@@ -12,8 +12,10 @@ import json as json_mod
 
 from invoke import Collection, Context, task
 
+from fabfile.aws import snapshots
 from fabfile.backup import schedule as schedule_mod
 from fabfile.backup import sets
+from fabfile.config import Environment
 from fabfile.errors import BadInput, StepFailed
 from fabfile.flow import remotes, run_steps, summary
 from fabfile.health import HEALTH
@@ -40,8 +42,8 @@ BACKUP_LOCK = "backup"
 @handled
 def backup(c: Context, host: str | None = None) -> None:
     """Take one backup set on the data host (the ledger's pg_dump, Redis' RDB, MongoDB's
-    mongodump; a manifest with each file's SHA-256 and what each store held), under the backup
-    lock; audited."""
+    mongodump; a manifest with each file's SHA-256 and what each store held) and, with
+    backup_snapshots, an EBS snapshot of each data volume; under the backup lock; audited."""
     session = Session(c, host)
     env = session.env
     require_mutable(env)
@@ -58,10 +60,27 @@ def backup(c: Context, host: str | None = None) -> None:
                     f"{k} {v['sha256'][:12]}" for k, v in sorted(taken.files.items()))
                 if removed:
                     detail += f"; retention removed {', '.join(removed)}"
+                if env.backup_snapshots:
+                    detail += "; " + snapshot(env, taken.id)
                 trail.add(data.name, "backup", "changed", detail)
                 session.printer.line(f"[{data.name}] ", detail)
         finally:
             pool.report()
+
+
+def snapshot(env: Environment, backup_id: str) -> str:
+    """The EBS snapshots of this set, then their retention; what was done, in words."""
+    try:
+        taken = snapshots.take(env, backup_id)
+    except StepFailed as exc:
+        raise StepFailed(f"backup {backup_id} is complete on the data host, but its EBS "
+                         f"snapshots were not taken: {exc}") from None
+    said = "EBS snapshots " + ", ".join(f"{s.id} ({s.device})" for s in taken)
+    gone = snapshots.prune(env)
+    if gone:
+        said += f"; snapshot retention deleted {len(gone)} of backups " + ", ".join(
+            sorted({s.backup_id for s in gone}))
+    return said
 
 
 @task(name="verify", auto_shortflags=False, help={
@@ -106,12 +125,21 @@ def backup_verify(c: Context, host: str | None = None, from_: str = "") -> None:
 @handled
 def backup_list(c: Context, host: str | None = None, json: bool = False,
                 timeout: int = READ_TIMEOUT) -> None:
-    """The backup sets kept on the data host, oldest first: id, when, release, size, stores."""
+    """The backup sets kept on the data host, oldest first: id, when, release, size, stores;
+    with backup_snapshots, each backup's EBS snapshots and their state."""
     session = Session(c, host, timeout=timeout)
-    found = session.gather(lambda h, pool: sets.list_sets(session.env, pool),
-                           (session.env.data_host,))
-    text = (json_mod.dumps([s.as_dict() for s in found], indent=2) if json
-            else "\n".join(sets.table(found)))
+    env = session.env
+    found = session.gather(lambda h, pool: sets.list_sets(env, pool), (env.data_host,))
+    taken = snapshots.existing(env) if env.backup_snapshots else []
+    if json:
+        text = json_mod.dumps([{**s.as_dict(), **({"snapshots": [
+            {"id": x.id, "device": x.device, "state": x.state} for x in taken
+            if x.backup_id == s.id]} if env.backup_snapshots else {})} for s in found], indent=2)
+    else:
+        text = "\n".join(sets.table(found) + [
+            f"EBS snapshots of {b}: " + ", ".join(f"{x.id} {x.device} {x.state}" for x in taken
+                                                  if x.backup_id == b)
+            for b in sorted({x.backup_id for x in taken})])
     print(session.masker(text))
 
 

@@ -12,8 +12,9 @@ from botocore import xform_name
 from tests.conftest import ROOT
 
 POLICY = ROOT / "config" / "aws" / "iam-policy.json"
-# actions no boto3 call names: KMS works behind Secrets Manager and SSM SecureStrings
-IMPLIED = {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"}
+# actions no boto3 call names: KMS works behind Secrets Manager and SSM SecureStrings; EC2
+# asks for CreateTags on the snapshot CreateSnapshot tags (TagSpecifications)
+IMPLIED = {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "ec2:CreateTags"}
 # IAM's prefix where it is not the service's signing name
 IAM_PREFIX = {"monitoring": "cloudwatch"}
 
