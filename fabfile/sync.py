@@ -183,7 +183,6 @@ def apply_files(env: Environment, host: Host, remote: Remote) -> Outcome:
     return Outcome(True, f"updated {len(changed)} of {len(items)} files: {shown}{said}")
 
 
-
 FILES_SYNC = Step("files.sync", ("data", "core"),
                   "compose files, scripts and service configs to the deploy path",
                   plan_files, apply_files)

@@ -13,8 +13,8 @@ from tests.conftest import ROOT
 from tests.e2e.sandbox_helpers import inner
 from tests.e2e.test_03_day2 import inv
 
-INFRA = ("gateway", "prometheus", "mongo-primary", "mongo-secondary", "mongo-arbiter", "redis",
-         "postgres-ledger")
+INFRA = ("gateway", "prometheus", "alertmanager", "mongo-primary", "mongo-secondary",
+         "mongo-arbiter", "redis", "postgres-ledger")
 
 
 def images() -> dict[str, str]:
@@ -39,7 +39,7 @@ def test_the_infrastructure_runs_by_digest_and_the_pins_are_current(deployed):
         assert "@sha256:" in running[service], (service, running[service])
     r = inv("images.pin", "--check")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "nothing to do: 5 image pins in" in r.stdout
+    assert "nothing to do: 6 image pins in" in r.stdout
 
 
 def test_a_moved_tag_is_reported_and_changes_nothing(deployed):

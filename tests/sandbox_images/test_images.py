@@ -993,7 +993,10 @@ def test_service_standin_sigterm_drains_requests_in_flight(
     assert exit_code == "0"
     logs = _logs(svc)
     assert "SIGTERM: refusing new connections" in logs
-    assert "draining 1 in-flight requests" in logs
+    # the drain itself is proven above (refused while the request was in flight, then its 201
+    # and exit 0); the count is read when the serving loop has stopped, which on a loaded
+    # machine can be after that request finished (the CI run that saw 0)
+    assert re.search(r"draining [01] in-flight requests", logs), logs
     assert re.search(r'"POST /notifications/records" 201 3\d{3}\.\dms', logs), logs
     assert logs.rstrip().endswith("stopped")
     assert _redis_cli(redis_container, redis_secret, "SISMEMBER", "notification:records", rid) == (
