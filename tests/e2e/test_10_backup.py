@@ -139,6 +139,7 @@ def taken(deployed):
     new = [s for s in sets() if s["id"] not in before]
     assert len(new) == 1, new
     assert f"backup {new[0]['id']}: " in done.stdout
+    assert "audit record" not in done.stdout, done.stdout  # appended and signed, or why not
     return new[0], ledger, keys, docs
 
 
@@ -163,7 +164,7 @@ def test_a_backup_is_a_complete_set_with_a_manifest(taken):
         digest, name = line.split()
         assert chosen["files"][name]["sha256"] == digest
     audit = inv("audit.show", "--since", "1h").stdout
-    assert "backup" in audit
+    assert "backup" in audit, audit[-2000:]
 
 
 def test_mongodb_is_dumped_from_the_secondary_by_the_backup_user(taken):

@@ -67,9 +67,12 @@ def _eval(name: str, port: int, script: str, env: dict[str, str] | None = None) 
     """mongosh --tls in the container, logged in as root; prints one JSON line last."""
     login = ("db.getSiblingDB('admin').auth(process.env.MONGO_INITDB_ROOT_USERNAME, "
              "process.env.MONGO_INITDB_ROOT_PASSWORD); ")
-    proc = _exec(name, ["env", "HOME=/tmp", "mongosh", "--quiet", "--norc", "--tls",
-                        "--tlsCAFile", TLS_CA, "--host", "localhost", "--port", str(port),
-                        "--eval", login + script], env={**ROOT_ENV, **(env or {})})
+    for _ in range(3):  # mongosh gives up selecting a server after 2 s: again on a busy machine
+        proc = _exec(name, ["env", "HOME=/tmp", "mongosh", "--quiet", "--norc", "--tls",
+                            "--tlsCAFile", TLS_CA, "--host", "localhost", "--port", str(port),
+                            "--eval", login + script], env={**ROOT_ENV, **(env or {})})
+        if b"MongoServerSelectionError" not in proc.stderr:  # nothing ran: safe to repeat
+            break
     lines = [ln for ln in proc.stdout.decode().splitlines() if ln.strip()]
     assert proc.returncode == 0 and lines, f"mongosh in {name}: {proc.stdout!r} {proc.stderr!r}"
     return json.loads(lines[-1])

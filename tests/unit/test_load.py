@@ -7,6 +7,7 @@ drops the connection without an answer.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import ssl
 import subprocess
@@ -149,7 +150,11 @@ def test_counts_and_classifies_failures(backend: Backend) -> None:
     assert set(report.acknowledged["/api/"]) == backend.answered
     assert len(backend.answered) == 3
     assert "10 sent, 7 ok, 3 failed" in report.summary()
-    assert "first failure +0.2" in report.summary()
+    # the third request's start: 0.2 s on schedule, later when the machine is busy (the
+    # schedule never runs ahead)
+    first = re.search(r"first failure \+(\d+\.\d+)s POST /api/records: HTTP 500",
+                      report.summary())
+    assert first and float(first.group(1)) >= 0.19, report.summary()
 
 
 def test_rate_is_kept_and_never_exceeded_and_time_caps_the_run(backend: Backend) -> None:
