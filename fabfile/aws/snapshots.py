@@ -44,6 +44,9 @@ class Snapshot:
     volume: str
     state: str        # pending, completed, error
 
+    def as_dict(self) -> dict[str, str]:
+        return {"id": self.id, "device": self.device, "state": self.state}
+
 
 def data_volumes(env: Environment, ec2: Any) -> list[Volume]:
     """The data instance's EBS volumes but the root one; none (only a root volume) is
@@ -97,6 +100,13 @@ def existing(env: Environment, ec2: Any | None = None) -> list[Snapshot]:
                 found.append(Snapshot(s["SnapshotId"], tags[TAG_ID], tags.get(TAG_DEVICE, "-"),
                                       s.get("VolumeId", "-"), s.get("State", "-")))
     return sorted(found, key=lambda s: (s.backup_id, s.device), reverse=True)
+
+
+def by_backup(found: list[Snapshot]) -> dict[str, list[Snapshot]]:
+    grouped: dict[str, list[Snapshot]] = {}
+    for s in found:
+        grouped.setdefault(s.backup_id, []).append(s)
+    return grouped
 
 
 def _to_keep() -> Any:

@@ -130,16 +130,17 @@ def backup_list(c: Context, host: str | None = None, json: bool = False,
     session = Session(c, host, timeout=timeout)
     env = session.env
     found = session.gather(lambda h, pool: sets.list_sets(env, pool), (env.data_host,))
-    taken = snapshots.existing(env) if env.backup_snapshots else []
+    taken = snapshots.by_backup(snapshots.existing(env)) if env.backup_snapshots else {}
     if json:
-        text = json_mod.dumps([{**s.as_dict(), **({"snapshots": [
-            {"id": x.id, "device": x.device, "state": x.state} for x in taken
-            if x.backup_id == s.id]} if env.backup_snapshots else {})} for s in found], indent=2)
+        rows = [s.as_dict() for s in found]
+        if env.backup_snapshots:
+            for row in rows:
+                row["snapshots"] = [x.as_dict() for x in taken.get(row["id"], [])]
+        text = json_mod.dumps(rows, indent=2)
     else:
         text = "\n".join(sets.table(found) + [
-            f"EBS snapshots of {b}: " + ", ".join(f"{x.id} {x.device} {x.state}" for x in taken
-                                                  if x.backup_id == b)
-            for b in sorted({x.backup_id for x in taken})])
+            f"EBS snapshots of {b}: " + ", ".join(f"{x.id} {x.device} {x.state}" for x in xs)
+            for b, xs in sorted(taken.items())])
     print(session.masker(text))
 
 

@@ -68,6 +68,9 @@ def test_the_retention_keeps_what_backup_keep_keeps(environments, aws, tmp_path)
     assert [s.backup_id for s in snapshots.existing(env)] == ["20261203T120000Z",
                                                               "20261202T023000Z"]
     assert snapshots.prune(env) == []  # a second run deletes nothing
+    grouped = snapshots.by_backup(snapshots.existing(env))  # what backup.list shows
+    assert sorted(grouped) == ["20261202T023000Z", "20261203T120000Z"]
+    assert [x.as_dict()["device"] for x in grouped["20261202T023000Z"]] == ["/dev/sdf"]
 
 
 def test_without_a_data_volume_or_a_data_instance_nothing_is_snapshotted(

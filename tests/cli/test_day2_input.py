@@ -133,3 +133,17 @@ def test_a_malformed_pins_file_is_refused_by_key(setup, listener, tmp_path, text
     (tmp_path / "pins.yml").write_text(text)
     r = run_inv("health", "--host", "test", env=setup())
     assert_bad_input(r, listener, message)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("protected: true\n", "test.alerting: a protected environment needs receivers that page "
+     "someone"),
+    ("alerting: {watchdog: 'https://deadman.example/p?token=canary-51ab'}\n",
+     "test.alerting.watchdog: must be an http(s) URL without user, password or query"),
+    ("backup_snapshots: true\n", "test.backup_snapshots: needs an aws: block"),
+])
+def test_alerting_and_snapshot_settings_are_bad_input_before_any_connection(
+        setup, listener, extra, message):
+    r = run_inv("monitor.status", "--host", "test", env=setup(extra=extra))
+    assert_bad_input(r, listener, message)
+    assert "canary" not in r.stdout + r.stderr
