@@ -68,7 +68,14 @@ ENV_KEYS = {
     "pool_size", "data_limits", "health_interval", "release", "gateway", "pins", "gateway_bind",
     "aws", "secrets", "rotate_after_days", "awslogs_retention_days", "awslogs_kms_key",
     "hosts_from", "backup_at", "backup_keep", "backup_max_size", "alerting", "backup_snapshots",
+    "backup_s3",
 }
+BACKUP_S3_KEYS = {"bucket", "prefix", "kms_key", "age_recipient", "age_identity"}
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_S3_PREFIX = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*")
+_KMS_KEY = re.compile(r"alias/[A-Za-z0-9/_-]{1,250}|[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}|"
+                      + _KMS_ARN.pattern)
+_AGE_RECIPIENT = re.compile(r"age1[02-9ac-hj-np-z]{58}")
 ALERTING_KEYS = {"webhooks", "sns_topic", "email", "watchdog", "group_wait"}
 EMAIL_KEYS = {"to", "from", "smarthost"}
 # no user:password@, no query (where tokens hide); the path may not carry one either (README)
@@ -206,6 +213,23 @@ class AlertingSettings:
 
 
 @dataclass(frozen=True)
+class BackupS3:
+    """Where the encrypted copies of the backup sets go (the `backup_s3:` block): a bucket with
+    Object Lock, SSE-KMS with this key, and age encryption to this recipient before a byte
+    leaves the data host. The recipient is a public key; its identity (the private key) is a
+    Secrets Manager secret that only `inv backup.fetch` reads, never the hosts."""
+
+    bucket: str
+    prefix: str
+    kms_key: str          # alias/NAME, a key id or a key ARN
+    age_recipient: str    # age1...
+    age_identity: str     # the Secrets Manager secret holding AGE-SECRET-KEY-1...
+
+    def url(self, backup_id: str = "") -> str:
+        return f"s3://{self.bucket}/{self.prefix}/" + (f"{backup_id}/" if backup_id else "")
+
+
+@dataclass(frozen=True)
 class AwsSettings:
     """How to reach AWS (the `aws:` block). Credentials come from boto3's own chain (instance
     role, SSO, AWS_PROFILE...), never from this file; `endpoint_url` is for the sandbox and the
@@ -307,6 +331,7 @@ class Environment:
     backup_keep: tuple[int, int, int] = (7, 4, 12)  # sets kept: newest per day, week, month
     backup_max_bytes: int = 20 * 1024 ** 3  # the sets on the data host at most (backup_max_size)
     backup_snapshots: bool = False     # also an EBS snapshot of each data volume (AWS)
+    backup_s3: BackupS3 | None = None  # encrypted copies of the sets in S3 (offsite)
     pool_size: int = 10                # connections each service replica may open per store
     data_limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_DATA_LIMITS))
     health_interval: str = "10s"       # Docker health check interval of the core services
@@ -700,6 +725,7 @@ def _environment(check: _Checker, name: str, raw: dict[str, Any], key: str) -> E
         alerting=_alerting(check, raw.get("alerting"), f"{key}.alerting",
                            protected=bool(raw.get("protected"))),
         backup_snapshots=_backup_snapshots(check, raw, key, aws),
+        backup_s3=_backup_s3(check, raw.get("backup_s3"), f"{key}.backup_s3", aws),
         rotate_after_days=check.integer(raw.get("rotate_after_days", 90),
                                         f"{key}.rotate_after_days", 1, 3650),
         bastion=bastion,
@@ -856,6 +882,44 @@ def _backup_snapshots(check: _Checker, raw: dict[str, Any], key: str,
         raise check.fail(f"{key}.backup_snapshots", "needs an aws: block (the region; the data "
                          "instance is found by aws.instance_tags and its role tag)")
     return wanted
+
+
+def _backup_s3(check: _Checker, value: Any, key: str,
+               aws: AwsSettings | None) -> BackupS3 | None:
+    """backup_s3: every field is required (an offsite copy without its key or lock is not
+    one a bank can rely on)."""
+    if value is None:
+        return None
+    raw = check.mapping(value, key, BACKUP_S3_KEYS)
+    missing = sorted(BACKUP_S3_KEYS - set(raw))
+    if missing:
+        raise check.fail(key, f"needs {', '.join(missing)} (README, Backups offsite)")
+    if aws is None:
+        raise check.fail(key, "needs an aws: block (the region of the bucket)")
+    return BackupS3(
+        bucket=check.string(raw["bucket"], f"{key}.bucket", _BUCKET,
+                            "an S3 bucket name (3 to 63 lowercase letters, digits, . and -)"),
+        prefix=check.string(raw["prefix"], f"{key}.prefix", _S3_PREFIX,
+                            "a key prefix like prod or jafar/prod (no leading or trailing /)"),
+        kms_key=check.string(raw["kms_key"], f"{key}.kms_key", _KMS_KEY,
+                             "a KMS key: alias/NAME, a key id or a key ARN"),
+        age_recipient=_recipient(check, raw["age_recipient"], f"{key}.age_recipient"),
+        age_identity=check.string(raw["age_identity"], f"{key}.age_identity", _SECRET_ID,
+                                  "the name of the Secrets Manager secret that holds the age "
+                                  "identity, e.g. jafar/prod/backup-age"),
+    )
+
+
+def _recipient(check: _Checker, value: Any, key: str) -> str:
+    """An age public key. Never shown when wrong: the private key pasted here by mistake
+    must not end up in a terminal's scrollback."""
+    if not isinstance(value, str) or not _AGE_RECIPIENT.fullmatch(value):
+        what = ("an age identity (a private key): put its public key here (age-keygen -y) and "
+                "the identity in Secrets Manager" if isinstance(value, str)
+                and value.strip().upper().startswith("AGE-SECRET-KEY") else
+                "not an age public key, age1... (age-keygen -y prints it)")
+        raise check.fail(key, f"is {what}; the value is not shown")
+    return value
 
 
 def _alerting(check: _Checker, value: Any, key: str, protected: bool) -> AlertingSettings:

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -230,8 +230,20 @@ class Remote:
         """Run a command fed `data` on stdin: how secret files travel (never on argv)."""
         return self._exec(command, data, timeout or self.env.command_timeout, check, None)
 
-    def _exec(self, command: str, data: bytes | None, limit: int, check: bool,
-              on_line: Callable[[str], None] | None) -> Result:
+    def stream_out(self, command: str, sink: Callable[[bytes], None], *,
+                   timeout: int | None = None) -> Result:
+        """Run a command whose stdout goes to `sink` a chunk at a time, never held whole (a
+        backup file on its way to S3). A sink that raises stops the command."""
+        return self._exec(command, None, timeout or self.env.command_timeout, True, None, sink)
+
+    def stream_in(self, command: str, chunks: Iterable[bytes], *,
+                  timeout: int | None = None) -> Result:
+        """Run a command fed `chunks` on stdin as they come (a file arriving from S3)."""
+        return self._exec(command, chunks, timeout or self.env.command_timeout, True, None)
+
+    def _exec(self, command: str, data: bytes | Iterable[bytes] | None, limit: int,
+              check: bool, on_line: Callable[[str], None] | None,
+              on_bytes: Callable[[bytes], None] | None = None) -> Result:
         sent = self.prologue + command
         self.prologue = ""
         wire = self.wrap(sent)
@@ -253,8 +265,8 @@ class Remote:
             chan.exec_command(wire)
             # in slices: paramiko's sendall copies what is left after every packet, which is
             # quadratic in the size (a 76 MB upload took 114 s whole, seconds in slices)
-            for start in range(0, len(data or b""), SEND_SLICE):
-                chan.sendall(data[start:start + SEND_SLICE])  # type: ignore[index]
+            for piece in slices(data):
+                chan.sendall(piece)
             chan.shutdown_write()
             deadline = time.monotonic() + limit
             idle = 0.002  # poll fast for quick commands, back off to 50 ms for long ones
@@ -265,7 +277,14 @@ class Remote:
                     probe, heard = None, time.monotonic()
                 if chan.recv_ready():
                     chunk = chan.recv(65536)
-                    out += chunk
+                    if on_bytes is not None:
+                        try:
+                            on_bytes(chunk)
+                        except Exception:  # the sink gave up: so does the command
+                            stop(chan)
+                            raise
+                    else:
+                        out += chunk
                     if on_line is not None:
                         pending += chunk
                         *lines, rest = pending.split(b"\n")
@@ -334,6 +353,13 @@ class Remote:
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
+
+
+def slices(data: bytes | Iterable[bytes] | None) -> Iterator[bytes]:
+    """stdin in pieces of at most SEND_SLICE bytes (see Remote._exec)."""
+    for chunk in [data] if isinstance(data, bytes) else data or ():
+        for start in range(0, len(chunk), SEND_SLICE):
+            yield chunk[start:start + SEND_SLICE]
 
 
 def short(command: str) -> str:

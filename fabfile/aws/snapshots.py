@@ -14,13 +14,12 @@ selection as the sets on the host), and deletes the others.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
-from fabfile import ROOT
 from fabfile.aws.client import answered, client
 from fabfile.aws.network import policy, tagged_instances
+from fabfile.backup import retention
 from fabfile.config import Environment
 from fabfile.errors import StepFailed
 
@@ -109,21 +108,11 @@ def by_backup(found: list[Snapshot]) -> dict[str, list[Snapshot]]:
     return grouped
 
 
-def _to_keep() -> Any:
-    """scripts/backup_retention.py's selection, the one the host's sets are kept by (the
-    script runs on the data host; loaded from its file so there is one rule, not two)."""
-    spec = importlib.util.spec_from_file_location(
-        "jafar_backup_retention", ROOT / "scripts" / "backup_retention.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module.to_keep
-
-
 def prune(env: Environment) -> list[Snapshot]:
     """Delete the snapshots of the backup ids backup_keep does not keep; return them."""
     ec2 = client(env, "ec2")
     found = existing(env, ec2)
-    kept = _to_keep()(sorted({s.backup_id for s in found}), *env.backup_keep)
+    kept = retention.kept(env, (s.backup_id for s in found))
     gone = [s for s in found if s.backup_id not in kept]
     for s in gone:
         with answered(env, f"deleting the EBS snapshot {s.id} of backup {s.backup_id}"):

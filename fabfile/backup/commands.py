@@ -170,3 +170,38 @@ def load_mongo(env: Environment, backup_id: str) -> str:
     return (f"cd {deploy} && seeds=\"rs0/$(sed -n 's/^MONGO_HOSTS=//p' .env.ec2 | tail -n 1)\" "
             f'&& {{ printf "%s\\n" "$(cat secrets/mongo_root_password)"; cat {archive}; }} '
             f'| {{ {restore} "$seeds"; }}')
+
+
+# --- offsite copies (backup_s3): age on the data host, so only ciphertext ever leaves it ------
+
+def encrypt(env: Environment, backup_id: str, name: str, recipient: str) -> str:
+    """One file of a set, age-encrypted to the recipient (a public key), on stdout."""
+    return (f"cd {shlex.quote(set_path(env, backup_id))} && "
+            f"exec age --encrypt --recipient {shlex.quote(recipient)} {shlex.quote(name)}")
+
+
+def fetching(env: Environment, backup_id: str) -> str:
+    """Where a set arriving from S3 waits, hidden from listings, until it is whole."""
+    return f"{env.deploy_path}/{BACKUP_DIR}/.{backup_id}.fetch"
+
+
+def receive(env: Environment, backup_id: str, name: str, first: bool) -> str:
+    """Write stdin (one file's ciphertext) into the set's fetch folder (`first`: empty it)."""
+    folder = shlex.quote(fetching(env, backup_id))
+    start = f"rm -rf {folder} && mkdir -m 0700 {folder} && " if first else ""
+    return f"umask 077 && {start}cat > {folder}/{shlex.quote(name + '.age')}"
+
+
+def unpack(env: Environment, backup_id: str, names: list[str]) -> str:
+    """Decrypt each file with the identity on stdin (it never reaches a file or argv), check
+    the set's SHA-256 sums, then make it a set like the others; a failure leaves nothing."""
+    folder = shlex.quote(fetching(env, backup_id))
+    final = shlex.quote(set_path(env, backup_id))
+    return (f"set -e; umask 077; trap 'rm -rf {folder}' EXIT; "
+            "key=$(grep -m 1 '^AGE-SECRET-KEY-1'); "
+            f"cd {folder}; for f in {shlex.join(names)}; do "
+            'printf "%s\\n" "$key" | age --decrypt --identity - --output "$f" "$f.age"; '
+            'rm "$f.age"; done; '
+            "sha256sum --quiet --strict -c SHA256SUMS; chmod 0600 -- *; cd ..; "
+            f"test ! -e {final}; mv {folder} {final}; trap - EXIT; "
+            f"echo {shlex.quote('fetched ' + backup_id)}")

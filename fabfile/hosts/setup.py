@@ -33,6 +33,7 @@ SUDOERS_AUDIT = "/etc/sudoers.d/jafar-audit"
 DATA_PORTS = ("27017:27019", "6379", "5432")
 DOCKER_POOLS = ("172.16.0.0/12", "192.168.0.0/16")  # Docker's default address pools
 BASE_PACKAGES = ["ca-certificates", "curl", "gnupg", "unattended-upgrades", "iproute2", "acl"]
+DATA_PACKAGES = ["age"]  # encrypts the backup sets before they leave the host (backup_s3)
 HARDEN_PACKAGES = ["fail2ban", "python3-systemd", "ufw", "iptables"]
 DOCKER_APT_KEY_FINGERPRINT = "9DC858229FC7DD38854AE2D88D81803C0EBFCD88"
 
@@ -121,7 +122,8 @@ def prepare_script(env: Environment, host: Host) -> str:
     setup = env.host_setup
     docker = (["docker.io"] if setup.docker_source == "debian" else
               ["docker-ce", "docker-ce-cli", "containerd.io", "docker-compose-plugin"])
-    parts = [cmd.ensure_packages(BASE_PACKAGES + ([] if setup.shared_kernel else ["chrony"]))]
+    parts = [cmd.ensure_packages(BASE_PACKAGES + ([] if setup.shared_kernel else ["chrony"])
+                                 + (DATA_PACKAGES if host.has("data") else []))]
     if setup.docker_source == "docker-apt":
         parts.append(docker_apt_repository())
     if setup.userns_remap:  # the range must exist before the daemon restarts with it

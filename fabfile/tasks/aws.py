@@ -10,7 +10,7 @@ from __future__ import annotations
 from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
-from fabfile.aws import network
+from fabfile.aws import network, offsite
 from fabfile.aws.client import settings
 from fabfile.errors import StepFailed
 from fabfile.flow import remotes
@@ -35,13 +35,16 @@ FIX_YES_HELP = "do not ask before changing the rules (aws.fix always asks otherw
 @handled
 def check(c: Context, host: str | None = None, json: bool = False) -> None:
     """Audit the environment's network in AWS (security groups, data subnet, IMDSv2, EBS
-    encryption, termination protection, ALB, GuardDuty, CloudTrail): PASS or FAIL with a
+    encryption, termination protection, ALB, GuardDuty, CloudTrail) and, with backup_s3, the
+    backup bucket (versioning, Object Lock, SSE-KMS, public access): PASS or FAIL with a
     one-line fix each; exit 1 when one fails (for a monitor). Read-only."""
     session = Session(c, host, connects=False)
     env = session.env
     want = network.policy(env)  # no aws: block -> exit 2, before AWS is asked
     facts = network.gather(env)
     checks = network.evaluate(want, facts)
+    if env.backup_s3:  # where the offsite copies go: locked, encrypted, never public
+        checks += offsite.bucket_checks(env)
     print(session.masker(network.as_json(want, facts, checks) if json
                          else "\n".join(network.table(want, facts, checks))))
     failed = [f"{x.check} {x.subject}" for x in checks if not x.ok]

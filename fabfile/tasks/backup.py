@@ -12,12 +12,13 @@ import json as json_mod
 
 from invoke import Collection, Context, task
 
+from fabfile.aws import offsite as s3
 from fabfile.aws import snapshots
+from fabfile.backup import offsite, sets
 from fabfile.backup import schedule as schedule_mod
-from fabfile.backup import sets
 from fabfile.config import Environment
 from fabfile.errors import BadInput, StepFailed
-from fabfile.flow import remotes, run_steps, summary
+from fabfile.flow import Pool, remotes, run_steps, summary
 from fabfile.health import HEALTH
 from fabfile.ops.audit import Trail
 from fabfile.ops.guard import Mutation
@@ -62,6 +63,8 @@ def backup(c: Context, host: str | None = None) -> None:
                     detail += f"; retention removed {', '.join(removed)}"
                 if env.backup_snapshots:
                     detail += "; " + snapshot(env, taken.id)
+                if env.backup_s3:
+                    detail += "; " + offsite_copy(env, pool, taken.id)
                 trail.add(data.name, "backup", "changed", detail)
                 session.printer.line(f"[{data.name}] ", detail)
         finally:
@@ -81,6 +84,88 @@ def snapshot(env: Environment, backup_id: str) -> str:
         said += f"; snapshot retention deleted {len(gone)} of backups " + ", ".join(
             sorted({s.backup_id for s in gone}))
     return said
+
+
+def offsite_copy(env: Environment, pool: Pool, backup_id: str) -> str:
+    """This set and every other one S3 lacks, to S3; what was done, in words."""
+    try:
+        return offsite.send(env, pool, sets.list_sets(env, pool)).describe(env)
+    except StepFailed as exc:
+        raise StepFailed(f"backup {backup_id} is complete on the data host, but it is not "
+                         f"(all) in S3: {exc}; send it with inv backup.upload --host "
+                         f"{env.name}") from None
+
+
+@task(name="upload", auto_shortflags=False, help={
+    "host": HOST_HELP, "from": "only this backup id (default: every set S3 lacks)"})
+@handled
+def backup_upload(c: Context, host: str | None = None, from_: str = "") -> None:
+    """Send the data host's sets that S3 lacks (the timer's, or one whose upload failed) to
+    backup_s3, age-encrypted on the host, SSE-KMS and Object Lock in S3; then S3's retention.
+    Under the backup lock; audited; a second run says nothing to do."""
+    backup_id = sets.check_id(from_) if from_ else ""
+    session = Session(c, host)
+    env = session.env
+    offsite_target(env)
+    require_mutable(env)
+    operator = whoami(env)
+    preflight(env)
+    data = env.data_host
+    trail = Trail("backup.upload", {"id": backup_id or "all"})
+    with remotes(env, session.printer) as pool:
+        try:
+            with Mutation(env, pool, [data], trail, operator, name=BACKUP_LOCK):
+                local = sets.list_sets(env, pool)
+                if backup_id:
+                    sets.find(local, backup_id)
+                sent = offsite.send(env, pool, local, only=backup_id)
+                detail = sent.describe(env)
+                changed = bool(sent.ids or sent.pruned.deleted)
+                trail.add(data.name, "backup.upload", "changed" if changed else "ok", detail)
+                session.printer.line(f"[{data.name}] ", detail)
+        finally:
+            pool.report()
+
+
+@task(name="fetch", auto_shortflags=False, help={
+    "host": HOST_HELP, "from": "the backup id to bring back from S3 (inv backup.list)"})
+@handled
+def backup_fetch(c: Context, host: str | None = None, from_: str = "") -> None:
+    """Bring a set from S3 to the data host (a new host, or one that lost its sets): the
+    ciphertext streams there, is decrypted with the age identity from Secrets Manager and
+    checked against the set's SHA-256 sums; then inv restore --from ID. Under the backup
+    lock; audited; a set already on the host is nothing to do."""
+    if not from_:
+        raise BadInput("--from is required: the backup id to fetch (inv backup.list shows "
+                       "the sets in S3)")
+    backup_id = sets.check_id(from_)
+    session = Session(c, host)
+    env = session.env
+    offsite_target(env)
+    require_mutable(env)
+    operator = whoami(env)
+    preflight(env)
+    data = env.data_host
+    trail = Trail("backup.fetch", {"id": backup_id})
+    with remotes(env, session.printer) as pool:
+        try:
+            with Mutation(env, pool, [data], trail, operator, name=BACKUP_LOCK):
+                if any(x.id == backup_id for x in sets.list_sets(env, pool)):
+                    detail = f"nothing to do: backup {backup_id} is on the data host already"
+                    trail.add(data.name, "backup.fetch", "ok", detail)
+                else:
+                    detail = offsite.fetch(env, pool, backup_id)
+                    trail.add(data.name, "backup.fetch", "changed", detail)
+                session.printer.line(f"[{data.name}] ", detail)
+        finally:
+            pool.report()
+
+
+def offsite_target(env: Environment) -> None:
+    """backup.upload and backup.fetch need backup_s3 (exit 2 before anything is contacted)."""
+    if env.backup_s3 is None:
+        raise BadInput(f"environment {env.name} has no backup_s3: block, so there is no copy "
+                       "in S3 to send or fetch; add one (README, Backups offsite)")
 
 
 @task(name="verify", auto_shortflags=False, help={
@@ -131,16 +216,22 @@ def backup_list(c: Context, host: str | None = None, json: bool = False,
     env = session.env
     found = session.gather(lambda h, pool: sets.list_sets(env, pool), (env.data_host,))
     taken = snapshots.by_backup(snapshots.existing(env)) if env.backup_snapshots else {}
+    copies = s3.listed(env, with_locks=True) if env.backup_s3 else {}
     if json:
         rows = [s.as_dict() for s in found]
-        if env.backup_snapshots:
-            for row in rows:
+        for row in rows:
+            if env.backup_snapshots:
                 row["snapshots"] = [x.as_dict() for x in taken.get(row["id"], [])]
+            if env.backup_s3:
+                row["s3"] = copies[row["id"]].as_dict() if row["id"] in copies else None
+        if env.backup_s3:  # the sets only S3 holds (the host lost them, or never had them)
+            rows += [{"id": i, "host": False, "s3": x.as_dict()} for i, x in copies.items()
+                     if i not in {s.id for s in found}]
         text = json_mod.dumps(rows, indent=2)
     else:
         text = "\n".join(sets.table(found) + [
             f"EBS snapshots of {b}: " + ", ".join(f"{x.id} {x.device} {x.state}" for x in xs)
-            for b, xs in sorted(taken.items())])
+            for b, xs in sorted(taken.items())] + offsite.table(env, found, copies))
     print(session.masker(text))
 
 
@@ -174,7 +265,7 @@ def restore(c: Context, host: str | None = None, from_: str = "", only: str = ""
     rows = []
     with remotes(env, session.printer) as pool:
         try:
-            chosen = sets.find(sets.list_sets(env, pool), backup_id)
+            chosen = find_or_hint(env, sets.list_sets(env, pool), backup_id)
             confirm(env, yes, f"replace {', '.join(stores)} with backup {backup_id} "
                     "(the services that use them stop meanwhile)", always=True)
 
@@ -189,6 +280,18 @@ def restore(c: Context, host: str | None = None, from_: str = "", only: str = ""
         finally:
             summary(rows, session.printer)
             pool.report()
+
+
+def find_or_hint(env: Environment, found: list[sets.BackupSet], backup_id: str) -> sets.BackupSet:
+    """The set on the host; when only S3 has it, say how to bring it back (exit 2)."""
+    try:
+        return sets.find(found, backup_id)
+    except BadInput:
+        if env.backup_s3 and backup_id in s3.listed(env):
+            raise BadInput(f"--from {backup_id}: that set is in S3, not on the data host: bring "
+                           f"it back first with inv backup.fetch --host {env.name} --from "
+                           f"{backup_id}") from None
+        raise
 
 
 @task(name="schedule", auto_shortflags=False, help={"host": HOST_HELP})
@@ -222,4 +325,5 @@ def backup_schedule(c: Context, host: str | None = None) -> None:
             pool.report()
 
 
-namespace = Collection("backup", backup, backup_list, backup_verify, backup_schedule)
+namespace = Collection("backup", backup, backup_list, backup_verify, backup_schedule,
+                       backup_upload, backup_fetch)

@@ -14,7 +14,17 @@ from tests.conftest import ROOT
 POLICY = ROOT / "config" / "aws" / "iam-policy.json"
 # actions no boto3 call names: KMS works behind Secrets Manager and SSM SecureStrings; EC2
 # asks for CreateTags on the snapshot CreateSnapshot tags (TagSpecifications)
-IMPLIED = {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "ec2:CreateTags"}
+IMPLIED = {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "ec2:CreateTags",
+           # S3: an upload with a retention, HEAD of a version and its retention
+           "s3:PutObjectRetention", "s3:GetObjectVersion", "s3:GetObjectRetention"}
+# S3's IAM actions are not its operations' names
+S3_ACTIONS = {"GetObjectLockConfiguration": "GetBucketObjectLockConfiguration",
+              "CreateMultipartUpload": "PutObject", "UploadPart": "PutObject",
+              "CompleteMultipartUpload": "PutObject", "ListObjectsV2": "ListBucket",
+              "HeadObject": "GetObject", "ListObjectVersions": "ListBucketVersions",
+              "DeleteObject": "DeleteObjectVersion",
+              "GetBucketEncryption": "GetEncryptionConfiguration",
+              "GetPublicAccessBlock": "GetBucketPublicAccessBlock"}
 # IAM's prefix where it is not the service's signing name
 IAM_PREFIX = {"monitoring": "cloudwatch"}
 
@@ -29,7 +39,8 @@ def actions_in_the_code() -> set[str]:
             prefix = IAM_PREFIX.get(model.signing_name, model.signing_name)
             for operation in model.operation_names:
                 if re.search(rf'[.("]{xform_name(operation)}[(")]', text):
-                    found.add(f"{prefix}:{operation}")
+                    action = S3_ACTIONS.get(operation, operation) if prefix == "s3" else operation
+                    found.add(f"{prefix}:{action}")
     return found
 
 

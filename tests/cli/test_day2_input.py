@@ -147,3 +147,44 @@ def test_alerting_and_snapshot_settings_are_bad_input_before_any_connection(
     r = run_inv("monitor.status", "--host", "test", env=setup(extra=extra))
     assert_bad_input(r, listener, message)
     assert "canary" not in r.stdout + r.stderr
+
+
+RECIPIENT = "age1a67kuxhlm3yayee258tprq7svxr63jqylew2spzh5m6z5063aduswel5c6"
+S3_BLOCK = ("backup_s3: {bucket: jafar-test-backups, prefix: test, kms_key: alias/jafar-backups, "
+            f"age_recipient: {RECIPIENT}, age_identity: jafar/test/backup-age}}\n")
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (S3_BLOCK, "test.backup_s3: needs an aws: block"),
+    ("aws: {region: eu-west-1}\nbackup_s3: {bucket: jafar-test-backups, prefix: test}\n",
+     "test.backup_s3: needs age_identity, age_recipient, kms_key"),
+    ("aws: {region: eu-west-1}\n" + S3_BLOCK.replace(RECIPIENT, "AGE-SECRET-KEY-1CANARY"),
+     "test.backup_s3.age_recipient: is an age identity (a private key): put its public key "
+     "here"),
+    ("aws: {region: eu-west-1}\n" + S3_BLOCK.replace(RECIPIENT, "age1canary"),
+     "test.backup_s3.age_recipient: is not an age public key"),
+    ("aws: {region: eu-west-1}\n" + S3_BLOCK.replace("jafar-test-backups", "Bad_Bucket"),
+     "test.backup_s3.bucket: invalid value 'Bad_Bucket'; an S3 bucket name"),
+    ("aws: {region: eu-west-1}\n" + S3_BLOCK.replace("prefix: test", "prefix: /test/"),
+     "test.backup_s3.prefix: invalid value '/test/'; a key prefix like prod"),
+    ("aws: {region: eu-west-1}\n" + S3_BLOCK.replace("alias/jafar-backups", "jafar-backups"),
+     "test.backup_s3.kms_key: invalid value 'jafar-backups'; a KMS key"),
+])
+def test_backup_s3_settings_are_bad_input_before_any_connection(
+        setup, listener, extra, message):
+    r = run_inv("backup.list", "--host", "test", env=setup(extra=extra))
+    assert_bad_input(r, listener, message)
+    assert "canary" not in (r.stdout + r.stderr).lower()
+
+
+@pytest.mark.parametrize("args", [("backup.upload",),
+                                  ("backup.fetch", "--from", "20261201T000000Z")])
+def test_offsite_tasks_need_a_backup_s3_block(setup, listener, args):
+    r = run_inv(*args, "--host", "test", env=setup())
+    assert_bad_input(r, listener, "environment test has no backup_s3: block, so there is no copy "
+                     "in S3")
+
+
+def test_a_fetch_needs_an_id(setup, listener):
+    r = run_inv("backup.fetch", "--host", "test", env=setup())
+    assert_bad_input(r, listener, "--from is required: the backup id to fetch")

@@ -168,3 +168,47 @@ def test_a_large_upload_arrives_whole_and_in_linear_time(target, tmp_path):
     took = time.monotonic() - started
     assert got == hashlib.sha256(data).hexdigest()
     assert took < 45, f"{took:.0f}s for 64 MB"  # 3 s in slices here; 80 s whole (quadratic)
+
+
+def test_streams_in_and_out_are_never_held_whole_and_a_sink_that_gives_up_stops_it(target):
+    """backup.upload and backup.fetch move files of any size through the SSH channel: stdout
+    goes to a sink a chunk at a time, stdin is fed from an iterator; a sink that raises (S3
+    refused) stops the command on the host."""
+    import hashlib
+    import os
+    import time
+
+    from fabfile.remote import Masker, Printer, Remote
+
+    env = load_environment("test", Path(target["env"]["JAFAR_ENVIRONMENTS"]))
+    remote = Remote(env, env.hosts[0], Printer(Masker()))
+    pieces = [os.urandom(3 * 1024 * 1024) for _ in range(8)]
+    digest = hashlib.sha256(b"".join(pieces)).hexdigest()
+    folder = target["deploy"]
+    folder.mkdir()
+    remote.stream_in(f"cat > {folder}/in.bin", iter(pieces), timeout=120)
+    assert hashlib.sha256((folder / "in.bin").read_bytes()).hexdigest() == digest
+    got, sizes = hashlib.sha256(), []
+
+    def sink(chunk: bytes) -> None:
+        got.update(chunk)
+        sizes.append(len(chunk))
+
+    result = remote.stream_out(f"cat {folder}/in.bin", sink, timeout=120)
+    assert got.hexdigest() == digest and result.stdout == "" and max(sizes) <= 65536
+
+    class Refused(Exception):
+        pass
+
+    def refusing(chunk: bytes) -> None:
+        raise Refused
+
+    started = time.monotonic()
+    with pytest.raises(Refused):
+        remote.stream_out(f"echo $$ > {folder}/pid; exec yes", refusing, timeout=120)
+    pid = (folder / "pid").read_text().strip()
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{pid}"), "the command went on after its sink gave up"
+    assert time.monotonic() - started < 15

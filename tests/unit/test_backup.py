@@ -309,3 +309,24 @@ def test_a_failed_safety_backup_restores_nothing_and_says_the_writers_stay_stopp
         "notification-service, risk-service stay stopped (start them with inv deploy --only "
         "core.up, or restore with --skip-safety-backup when the stores are lost anyway)")
     assert not any(".restoring" in c or "rm --stop" in c for c in pool.remote.ran)
+
+
+RECIPIENT = "age1a67kuxhlm3yayee258tprq7svxr63jqylew2spzh5m6z5063aduswel5c6"
+
+
+def test_offsite_builders_send_ciphertext_only_and_take_the_identity_on_stdin(sandbox):
+    assert cmd.encrypt(sandbox, "X1", "redis.rdb", RECIPIENT) == (
+        f"cd /opt/jafar/backups/X1 && exec age --encrypt --recipient {RECIPIENT} redis.rdb")
+    assert cmd.receive(sandbox, "X1", "redis.rdb", first=True) == (
+        "umask 077 && rm -rf /opt/jafar/backups/.X1.fetch && mkdir -m 0700 "
+        "/opt/jafar/backups/.X1.fetch && cat > /opt/jafar/backups/.X1.fetch/redis.rdb.age")
+    assert cmd.receive(sandbox, "X1", "manifest.json", first=False) == (
+        "umask 077 && cat > /opt/jafar/backups/.X1.fetch/manifest.json.age")
+    assert cmd.unpack(sandbox, "X1", ["redis.rdb", "manifest.json"]) == (
+        "set -e; umask 077; trap 'rm -rf /opt/jafar/backups/.X1.fetch' EXIT; "
+        "key=$(grep -m 1 '^AGE-SECRET-KEY-1'); cd /opt/jafar/backups/.X1.fetch; "
+        "for f in redis.rdb manifest.json; do "
+        'printf "%s\\n" "$key" | age --decrypt --identity - --output "$f" "$f.age"; '
+        'rm "$f.age"; done; sha256sum --quiet --strict -c SHA256SUMS; chmod 0600 -- *; '
+        "cd ..; test ! -e /opt/jafar/backups/X1; mv /opt/jafar/backups/.X1.fetch "
+        "/opt/jafar/backups/X1; trap - EXIT; echo 'fetched X1'")
