@@ -22,8 +22,7 @@ from pathlib import Path
 import pytest
 
 from fabfile.aws import offsite as s3
-from fabfile.backup import offsite
-from fabfile.backup import sets
+from fabfile.backup import offsite, sets
 from fabfile.config import load_environment
 from fabfile.errors import BadInput, StepFailed
 from fabfile.remote import Masker, Printer, Result
@@ -54,7 +53,8 @@ class LocalRemote:
     def _run(self, command: str, stdin: bytes | Iterable[bytes] | None,
              sink: Callable[[bytes], None] | None, check: bool = True) -> Result:
         self.commands.append(command)
-        proc = subprocess.Popen(["bash", "-c", command.replace("/opt/jafar", str(self.deploy))], stdin=subprocess.PIPE,
+        here = command.replace("/opt/jafar", str(self.deploy))
+        proc = subprocess.Popen(["bash", "-c", here], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert proc.stdin is not None and proc.stdout is not None
         for chunk in [stdin] if isinstance(stdin, bytes) else stdin or ():
