@@ -390,6 +390,67 @@ def test_the_timer_is_installed_once_and_its_backup_runs_by_hand_and_is_reported
     assert f"verify {new[0]['id']} passed" in journal
 
 
+def test_offsite_copies_leave_the_host_encrypted_and_a_lost_set_comes_back_from_s3(
+        taken, tmp_path, moto_endpoint):
+    """backup_s3 on moto (the AWS stand-in, on loopback): backup.upload sends the host's sets
+    age-encrypted into a locked, SSE-KMS bucket, a second run has nothing to do; the host then
+    loses the set, restore says where it is, backup.fetch brings it back byte for byte."""
+    from tests.aws.test_offsite import age_keys, bank_bucket
+    from tests.support import moto_server
+
+    chosen, *_ = taken
+    moto_server.reset(moto_endpoint)
+    identity, recipient = age_keys(tmp_path)
+    key_line = next(ln for ln in identity.splitlines() if ln.startswith("AGE-SECRET-KEY-1"))
+    kms = moto_server.client(moto_endpoint, "kms")
+    kms.create_alias(AliasName="alias/jafar-backups",
+                     TargetKeyId=kms.create_key()["KeyMetadata"]["KeyId"])
+    bank_bucket(moto_endpoint, "jafar-sandbox-backups")
+    moto_server.client(moto_endpoint, "secretsmanager").create_secret(
+        Name="jafar/sandbox/backup-age", SecretString=identity)
+    env = {**moto_server.environment(), **sandbox_config(
+        tmp_path, aws={"region": "eu-west-1", "endpoint_url": moto_endpoint},
+        backup_s3={"bucket": "jafar-sandbox-backups", "prefix": "sandbox",
+                   "kms_key": "alias/jafar-backups", "age_recipient": recipient,
+                   "age_identity": "jafar/sandbox/backup-age"})}
+
+    def offsite(*args: str) -> subprocess.CompletedProcess[str]:
+        done = run_inv(*args, "--host", "sandbox", env=env, timeout=900)
+        assert key_line not in done.stdout + done.stderr
+        return done
+
+    sent = offsite("backup.upload")
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert "sent to s3://jafar-sandbox-backups/sandbox/" in sent.stdout
+    assert chosen["id"] in sent.stdout
+    s3c = moto_server.client(moto_endpoint, "s3")
+    folder = f"/opt/jafar/backups/{chosen['id']}"
+    manifest = on_host("cat", f"{folder}/manifest.json").stdout.encode()
+    for item in s3c.list_objects_v2(Bucket="jafar-sandbox-backups",
+                                    Prefix=f"sandbox/{chosen['id']}/")["Contents"]:
+        body = s3c.get_object(Bucket="jafar-sandbox-backups", Key=item["Key"])["Body"].read()
+        assert body.startswith(b"age-encryption.org/v1\n"), item["Key"]
+        assert manifest[:40] not in body and b"PGDMP" not in body
+    again = offsite("backup.upload")
+    assert again.returncode == 0 and "offsite: nothing to send" in again.stdout, again.stdout
+    listed = json.loads(offsite("backup.list", "--json").stdout)
+    row = next(r for r in listed if r["id"] == chosen["id"])
+    assert row["s3"]["complete"] and row["s3"]["locked_until"] > time.strftime("%Y-%m-%d")
+
+    sums = on_host("sh", "-c", f"cd {folder} && sha256sum * && stat -c '%a %n' *").stdout
+    on_host("rm", "-rf", folder)
+    refused = offsite("restore", "--from", chosen["id"], "--yes")
+    assert refused.returncode == 2 and "that set is in S3, not on the data host: bring it back " \
+        f"first with inv backup.fetch --host sandbox --from {chosen['id']}" in refused.stderr
+    fetched = offsite("backup.fetch", "--from", chosen["id"])
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    assert f"backup {chosen['id']} fetched from S3" in fetched.stdout
+    assert on_host("sh", "-c", f"cd {folder} && sha256sum * && stat -c '%a %n' *").stdout == sums
+    assert "nothing to do: backup" in offsite("backup.fetch", "--from", chosen["id"]).stdout
+    audit = inv("audit.show", "--since", "1h").stdout
+    assert "backup.upload" in audit and "backup.fetch" in audit, audit[-2000:]
+
+
 def test_backup_keep_removes_the_sets_it_does_not_keep(taken, tmp_path):
     """Last in this file: it removes the sets the tests above made. backup_keep {daily: 2}:
     the newest set of the last two days that have one."""
