@@ -145,6 +145,7 @@ class Instance:
     http_tokens: str               # "required": IMDSv2 only
     volumes: tuple[Volume, ...]
     termination_protected: bool | None = None   # read for the data instance only
+    hop_limit: int = 1             # IMDS PUT response hop limit: 1 keeps containers out
 
     def label(self) -> str:
         return f"{self.id} ({self.name or self.role or 'no role'})"
@@ -264,6 +265,7 @@ class Policy:
     role_tag: str
     ssh_cidr: str
     alb: str | None = None         # the load balancer's name, when there is one
+    core_hops: int = 1             # 2 when Alertmanager's container signs SNS calls (sns_topic)
 
     def tag_text(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in sorted(self.tags.items()))
@@ -272,7 +274,8 @@ class Policy:
 def policy(env: Environment) -> Policy:
     aws = settings(env)
     return Policy(env.name, aws.region, dict(aws.instance_tags), aws.role_tag,
-                  env.host_setup.ssh_cidr, aws.alb.name if aws.alb else None)
+                  env.host_setup.ssh_cidr, aws.alb.name if aws.alb else None,
+                  2 if env.alerting.sns_topic else 1)
 
 
 # --- reading AWS --------------------------------------------------------------------------------
@@ -346,7 +349,8 @@ def find_instances(env: Environment, ec2: Any, want: Policy) -> tuple[Instance, 
             i["InstanceId"], tags.get("Name", ""), role, i["State"]["Name"],
             i.get("SubnetId", ""), i.get("VpcId", ""),
             tuple(sorted(g["GroupId"] for g in i.get("SecurityGroups", []))),
-            i.get("MetadataOptions", {}).get("HttpTokens", "optional"), volumes, protected))
+            i.get("MetadataOptions", {}).get("HttpTokens", "optional"), volumes, protected,
+            int(i.get("MetadataOptions", {}).get("HttpPutResponseHopLimit", 1))))
     return tuple(found)
 
 
@@ -741,6 +745,18 @@ def instance_checks(want: Policy, facts: Facts) -> list[Check]:
             "" if i.http_tokens == "required" else
             f"aws ec2 modify-instance-metadata-options --instance-id {i.id} --http-tokens "
             "required --http-endpoint enabled"))
+    for i in facts.instances:
+        # a container is one hop more than the host: with 1 it cannot reach the instance
+        # role; only Alertmanager on a core host needs it (to sign its SNS calls)
+        hops = want.core_hops if i.role == "core" else 1
+        why = ("Alertmanager publishes to SNS with the instance role" if hops == 2
+               else "no container reaches the instance role")
+        out.append(Check(
+            "imds-hop-limit", i.label(), i.hop_limit == hops,
+            f"HttpPutResponseHopLimit {hops} ({why})", f"HttpPutResponseHopLimit {i.hop_limit}",
+            "" if i.hop_limit == hops else
+            f"aws ec2 modify-instance-metadata-options --instance-id {i.id} "
+            f"--http-put-response-hop-limit {hops}"))
     for i in facts.instances:
         plain = [v.id for v in i.volumes if not v.encrypted]
         out.append(Check(

@@ -285,6 +285,11 @@ VIOLATIONS = {
         lambda ep, lay: _ec2(ep).modify_instance_metadata_options(
             InstanceId=lay.core[0], HttpTokens="required"),
         {"imdsv2"}),
+    "imds-hops": (lambda ep, lay: _ec2(ep).modify_instance_metadata_options(
+        InstanceId=lay.data, HttpTokens="required", HttpPutResponseHopLimit=2),
+        lambda ep, lay: _ec2(ep).modify_instance_metadata_options(
+            InstanceId=lay.data, HttpTokens="required", HttpPutResponseHopLimit=1),
+        {"imds-hop-limit"}),
     "plain-volume": (lambda ep, lay: _ec2(ep).attach_volume(
         VolumeId=lay.plain_volume, InstanceId=lay.core[1], Device="/dev/sdf"),
         # moto answers 500 to a detach without the instance and device (AWS takes it)
@@ -373,6 +378,7 @@ class TestOneLayout:
             ("data-subnet-private", layout.data_subnet),
             ("data-subnet-acl", layout.data_subnet),
             *[("imdsv2", i.label()) for i in facts.instances],
+            *[("imds-hop-limit", i.label()) for i in facts.instances],
             *[("ebs-encrypted", i.label()) for i in facts.instances],
             ("termination-protection", f"{layout.data} (data-1)"),
             ("alb-https", "jafar-test"), ("alb-http-redirect", "jafar-test"),
@@ -521,7 +527,7 @@ def test_check_cli_passes_a_clean_layout_and_fails_a_violation(environments, aws
     ok = run_aws("aws.check", "--host", "test", "--json", env=cli_env(path))
     assert ok.returncode == 0, ok.stdout + ok.stderr
     doc = json.loads(ok.stdout)
-    assert doc["passed"] is True and len(doc["checks"]) == 20
+    assert doc["passed"] is True and len(doc["checks"]) == 23  # 3 instances: +3 hop limits
     assert {c["result"] for c in doc["checks"]} == {"PASS"}
     violate(aws, layout, "core-ssh")
     bad = run_aws("aws.check", "--host", "test", env=cli_env(path))
@@ -608,3 +614,21 @@ def test_without_an_aws_block_it_is_one_line_exit_2_and_nothing_contacted(
     assert len(lines) == 1 and lines[0].startswith(
         "error: environment test has no aws: block; add aws: {region: eu-west-1}"), lines
     assert listener.accepted == 0
+
+
+def test_the_core_hosts_hop_limit_is_2_only_when_alertmanager_signs_sns_calls(
+        environments, aws, tmp_path):
+    """A container is one hop more than its host: hop limit 1 keeps every container away from
+    the instance role; with alerting.sns_topic Alertmanager (a container) needs it."""
+    layout = build(aws)
+    sns = "alerting: {sns_topic: 'arn:aws:sns:eu-west-1:123456789012:jafar-test-pager'}\n"
+    environments(env_text(aws, tmp_path).replace("    hosts:\n", f"    {sns}    hosts:\n", 1))
+    env = load_environment("test")
+    checks = {(c.check, c.subject): c for c in network.evaluate(network.policy(env),
+                                                                network.gather(env))}
+    core = checks[("imds-hop-limit", f"{layout.core[0]} (core-1)")]
+    assert (core.ok, core.wanted, core.found, core.fix) == (
+        False, "HttpPutResponseHopLimit 2 (Alertmanager publishes to SNS with the instance role)",
+        "HttpPutResponseHopLimit 1", f"aws ec2 modify-instance-metadata-options --instance-id "
+        f"{layout.core[0]} --http-put-response-hop-limit 2")
+    assert checks[("imds-hop-limit", f"{layout.data} (data-1)")].ok  # the data host: 1
