@@ -26,7 +26,7 @@ from fabfile.commands.monitor import reload_config
 from fabfile.config import Environment, Host
 from fabfile.errors import BadInput
 from fabfile.flow import Outcome, Step
-from fabfile.monitor import alerting, targets
+from fabfile.monitor import alerting, cluster, targets
 from fabfile.ops import datatls
 from fabfile.remote import Remote, become
 from fabfile.services import compose_project
@@ -102,6 +102,7 @@ def secret_items(env: Environment, host: Host,
     bind = env.gateway_address(host) if host.has("core") else None
     if bind:  # per host (gateway_bind: private), so here rather than on the command line
         settings += f"GATEWAY_BIND={bind}\n"
+    settings += cluster.host_settings(env, host)
     items = [Item(None, f"{env.deploy_path}/.env.ec2", "600", secret=True,
                   content=settings.encode())]
     for name, container_uids in needs.secrets.items():

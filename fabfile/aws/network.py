@@ -27,6 +27,7 @@ from fabfile.aws.client import answered, client, settings
 from fabfile.config import Environment
 from fabfile.errors import BadInput, StepFailed
 from fabfile.flow import columns
+from fabfile.monitor import cluster
 
 T = TypeVar("T")
 
@@ -266,6 +267,7 @@ class Policy:
     ssh_cidr: str
     alb: str | None = None         # the load balancer's name, when there is one
     core_hops: int = 1             # 2 when Alertmanager's container signs SNS calls (sns_topic)
+    cluster: bool = False          # the core hosts' Alertmanagers gossip (monitor/cluster.py)
 
     def tag_text(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in sorted(self.tags.items()))
@@ -275,7 +277,7 @@ def policy(env: Environment) -> Policy:
     aws = settings(env)
     return Policy(env.name, aws.region, dict(aws.instance_tags), aws.role_tag,
                   env.host_setup.ssh_cidr, aws.alb.name if aws.alb else None,
-                  2 if env.alerting.sns_topic else 1)
+                  2 if env.alerting.sns_topic else 1, cluster.clustered(env))
 
 
 # --- reading AWS --------------------------------------------------------------------------------
@@ -535,11 +537,35 @@ def web_sources(want: Policy, facts: Facts) -> tuple[str, ...] | None | Unreadab
     return facts.alb or Unreadable("cannot check: the load balancer was not read")
 
 
-def core_offenders(group: Group, sources: tuple[str, ...] | None) -> list[Rule]:
-    """Rules that open more than 80/443 (from the allowed sources); SSH is judged apart."""
+def core_offenders(group: Group, sources: tuple[str, ...] | None,
+                   gossiping: bool = False) -> list[Rule]:
+    """Rules that open more than 80/443 (from the allowed sources), and than the cluster port
+    from the group itself when the Alertmanagers gossip; SSH is judged apart."""
     def allowed(r: Rule) -> set[int]:
         return {SSH} | (set(WEB_PORTS) if sources is None or r.source in sources else set())
-    return [r for r in group.rules if r.beyond(allowed(r))]
+    return [r for r in group.rules if r.beyond(allowed(r))
+            and not (gossiping and gossip(r, group))]
+
+
+def gossip(rule: Rule, group: Group) -> bool:
+    """Alertmanager's cluster port (TCP or UDP) from the core group itself."""
+    return (rule.source == group.id and rule.protocol in ("tcp", "udp")
+            and _span(rule) == (cluster.CLUSTER_PORT, cluster.CLUSTER_PORT))
+
+
+def cluster_check(group: Group) -> Check:
+    """Both protocols of the gossip port open from the group itself (memberlist needs both)."""
+    found = {r.protocol for r in group.rules if gossip(r, group)}
+    missing = sorted({"tcp", "udp"} - found)
+    port = cluster.CLUSTER_PORT
+    return Check(
+        "core-sg-cluster", group.label(), not missing,
+        f"tcp+udp {port} from itself (Alertmanager cluster)",
+        "open" if not missing else f"missing: {', '.join(missing)} {port}",
+        "" if not missing else
+        f"aws ec2 authorize-security-group-ingress --group-id {group.id} --ip-permissions "
+        + " ".join(f"'IpProtocol={p},FromPort={port},ToPort={port},UserIdGroupPairs="
+                   f"[{{GroupId={group.id}}}]'" for p in missing))
 
 
 def data_offenders(group: Group, core_groups: tuple[str, ...],
@@ -593,7 +619,7 @@ def core_checks(want: Policy, facts: Facts) -> list[Check]:
                              f"fix aws.alb of {want.environment} or the load balancer, then "
                              "run aws.check again"))
         else:
-            bad = core_offenders(g, sources)
+            bad = core_offenders(g, sources, want.cluster)
             out.append(Check("core-sg-inbound", g.label(), not bad, web,
                              f"open beyond 80/443 from {web_text}: {rules_text(bad)}" if bad
                              else "open: " + (rules_text(r for r in g.rules if r.beyond({SSH}))
@@ -606,6 +632,8 @@ def core_checks(want: Policy, facts: Facts) -> list[Check]:
                          else ssh_passed(g, want.ssh_cidr),
                          f"{fix_command(want)} (revokes {rules_text(bad)}, adds 22 from "
                          f"{want.ssh_cidr} first)" if bad else ""))
+        if want.cluster:
+            out.append(cluster_check(g))
     return out
 
 
@@ -749,11 +777,10 @@ def instance_checks(want: Policy, facts: Facts) -> list[Check]:
         # a container is one hop more than the host: with 1 it cannot reach the instance
         # role; only Alertmanager on a core host needs it (to sign its SNS calls)
         hops = want.core_hops if i.role == "core" else 1
-        why = ("Alertmanager publishes to SNS with the instance role" if hops == 2
-               else "no container reaches the instance role")
+        why = "Alertmanager signs SNS calls" if hops == 2 else "containers get no instance role"
         out.append(Check(
             "imds-hop-limit", i.label(), i.hop_limit == hops,
-            f"HttpPutResponseHopLimit {hops} ({why})", f"HttpPutResponseHopLimit {i.hop_limit}",
+            f"IMDS hop limit {hops} ({why})", f"HttpPutResponseHopLimit {i.hop_limit}",
             "" if i.hop_limit == hops else
             f"aws ec2 modify-instance-metadata-options --instance-id {i.id} "
             f"--http-put-response-hop-limit {hops}"))
@@ -957,7 +984,8 @@ def plan(want: Policy, facts: Facts) -> Plan:
                 notes.append(f"{g.label()}: left alone, the load balancer's security group is "
                              f"unknown ({sources.reason})")
                 continue
-            bad = sorted(set(core_offenders(g, sources)) | set(ssh_offenders(g, want.ssh_cidr)))
+            bad = sorted(set(core_offenders(g, sources, want.cluster))
+                         | set(ssh_offenders(g, want.ssh_cidr)))
             ports: tuple[int, ...] = WEB_PORTS
 
             def wanted(port: int, bad: list[Rule] = bad) -> list[str]:

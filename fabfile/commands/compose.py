@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 
 from fabfile.config import Environment
+from fabfile.monitor import cluster
 from fabfile.services import BY_NAME, compose_project
 
 ENV_FILE = ".env.ec2"
@@ -13,12 +14,15 @@ LABEL = "com.docker.compose.project"
 
 def compose_files(env: Environment, stack: str) -> list[str]:
     """Base file plus overrides: split publishes data ports on the private address; single
-    attaches core to the data network; awslogs replaces the local log rotation."""
+    attaches core to the data network; two core hosts or more join their Alertmanagers;
+    awslogs replaces the local log rotation."""
     files = [f"compose/docker-compose.{stack}.yml"]
     if stack == "data" and env.topology == "split":
         files.append("compose/docker-compose.data.split.yml")
     if stack == "core" and env.topology == "single":
         files.append("compose/docker-compose.core.single.yml")
+    if stack == "core" and cluster.clustered(env):
+        files.append(cluster.COMPOSE_FILE)
     if env.log_driver == "awslogs":
         files.append(f"compose/docker-compose.{stack}.awslogs.yml")
     return files

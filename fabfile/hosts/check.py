@@ -19,6 +19,7 @@ from fabfile.config import USERNS_USER, Environment, Host
 from fabfile.flow import columns
 from fabfile.hosts import HARDENING, baseline, containers
 from fabfile.hosts.setup import DOCKER_POOLS, DOCKER_WATCHES, sshd_config, ufw_rules
+from fabfile.monitor import cluster
 
 SECTIONS = ("sshd", "fail2ban", "ufw", "ufw-added", "docker-user", "listen", "daemon", "sysctl",
             "apt", "kernel", "baseline", "jail-conf", "containers")
@@ -168,6 +169,8 @@ def evaluate(env: Environment, host: Host, output: str) -> list[Control]:
     allowed = allowed_ports(env, host)
     scraped = {(a, int(p)) for a, _, p in
                (x.rpartition(":") for x in baseline.node_listen(env, host))}
+    if host.has("core") and cluster.clustered(env):  # Alertmanager's gossip, private only
+        scraped.add((cluster.address(host), cluster.CLUSTER_PORT))
     extra = sorted({f"{a}:{p}" for a, p in listeners if p not in allowed
                     and not bridge_only(a, p) and (a, p) not in scraped})
     add("only expected ports listen publicly", ",".join(map(str, sorted(allowed))),

@@ -24,6 +24,7 @@ from fabfile.config import USERNS_BASE, USERNS_SIZE, USERNS_USER, Environment, H
 from fabfile.errors import BadInput, StepFailed
 from fabfile.flow import Outcome, Step, admin_host
 from fabfile.hosts import HARDENING, baseline
+from fabfile.monitor import cluster
 from fabfile.remote import Remote, become, open_connection
 
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/10-jafar-hardening.conf"
@@ -318,6 +319,10 @@ def docker_user_rules(env: Environment, host: Host) -> str:
     if host.has("core"):
         lines += [f"-A DOCKER-USER -p tcp -m conntrack --ctorigdstport {p} -j RETURN"
                   for p in (80, 443)]
+    if host.has("core") and cluster.clustered(env):  # Alertmanager's gossip, from its peers
+        lines += [f"-A DOCKER-USER -s {peer.rpartition(':')[0]} -p {proto} -m conntrack "
+                  f"--ctorigdstport {cluster.CLUSTER_PORT} -j RETURN"
+                  for peer in cluster.peers(env, host) for proto in ("tcp", "udp")]
     if host.has("data") and env.topology == "split":
         lines += [f"-A DOCKER-USER -s {source} -p tcp -m conntrack --ctorigdstport "
                   f"{p} -j RETURN" for source in core_addresses(env) for p in DATA_PORTS]

@@ -628,7 +628,43 @@ def test_the_core_hosts_hop_limit_is_2_only_when_alertmanager_signs_sns_calls(
                                                                 network.gather(env))}
     core = checks[("imds-hop-limit", f"{layout.core[0]} (core-1)")]
     assert (core.ok, core.wanted, core.found, core.fix) == (
-        False, "HttpPutResponseHopLimit 2 (Alertmanager publishes to SNS with the instance role)",
+        False, "IMDS hop limit 2 (Alertmanager signs SNS calls)",
         "HttpPutResponseHopLimit 1", f"aws ec2 modify-instance-metadata-options --instance-id "
         f"{layout.core[0]} --http-put-response-hop-limit 2")
     assert checks[("imds-hop-limit", f"{layout.data} (data-1)")].ok  # the data host: 1
+
+
+SPLIT_HOSTS = "".join(
+    f"- {{name: {n}, address: {a}, private_address: {a}, user: deploy, key: /tmp/none, "
+    f"roles: [{r}]}}\n" for n, a, r in (("d1", "10.0.2.10", "data"), ("c1", "10.0.1.11", "core"),
+                                         ("c2", "10.0.1.12", "core")))
+
+
+def test_two_core_hosts_want_the_cluster_port_from_the_core_group_itself_and_only_so(
+        environments, aws, tmp_path):
+    """Split with two core hosts: their Alertmanagers gossip on tcp and udp 9094, so the core
+    group must let both in from itself (a missing one is a FAIL with the command that adds
+    it), and 9094 from anywhere else is still an offender."""
+    layout = build(aws)
+    environments(env_text(aws, tmp_path, hosts=SPLIT_HOSTS).replace(
+        "    hosts:\n", "    topology: split\n    private_cidr: 10.0.0.0/16\n    hosts:\n", 1))
+    env = load_environment("test")
+
+    def judged() -> dict[str, network.Check]:
+        return {c.check: c for c in network.evaluate(network.policy(env), network.gather(env))
+                if c.subject == f"{layout.core_sg} (jafar-core)"}
+
+    missing = judged()["core-sg-cluster"]
+    assert (missing.ok, missing.found) == (False, "missing: tcp, udp 9094")
+    pair = f"UserIdGroupPairs=[{{GroupId={layout.core_sg}}}]"
+    assert missing.fix == (
+        f"aws ec2 authorize-security-group-ingress --group-id {layout.core_sg} --ip-permissions "
+        f"'IpProtocol=tcp,FromPort=9094,ToPort=9094,{pair}' "
+        f"'IpProtocol=udp,FromPort=9094,ToPort=9094,{pair}'")
+    allow(aws, layout.core_sg, network.Rule("tcp", 9094, 9094, layout.core_sg),
+          network.Rule("udp", 9094, 9094, layout.core_sg))
+    checks = judged()
+    assert checks["core-sg-cluster"].ok and checks["core-sg-inbound"].ok
+    allow(aws, layout.core_sg, network.Rule("udp", 9094, 9094, "0.0.0.0/0"))
+    inbound = judged()["core-sg-inbound"]
+    assert not inbound.ok and "udp 9094 from 0.0.0.0/0" in inbound.found

@@ -212,3 +212,46 @@ def test_every_host_runs_its_containers_in_a_remapped_user_namespace(split):
         found = {int(line.split()[0]) for line in on(host, "ps", "-eo", "uid=,args=").splitlines()
                  if needle in line}
         assert found == {uid}, (host, needle, found)
+
+
+def alertmanager(host: str, path: str, post: str = "") -> dict | list:
+    """Alertmanager's API on a core host, from inside its container (no port is opened)."""
+    cid = on(host, "docker", "ps", "--quiet", "--filter",
+             "label=com.docker.compose.service=alertmanager").split()[0]
+    extra = ["--header", "Content-Type: application/json", "--post-data", post] if post else []
+    return json.loads(on(host, "docker", "exec", cid, "wget", "-q", "-O", "-", *extra,
+                         f"http://127.0.0.1:9093{path}"))
+
+
+def test_the_core_hosts_alertmanagers_are_one_cluster_and_share_their_silences(split):
+    """Two core hosts: their Alertmanagers gossip over the private addresses (one page per
+    alert, a silence holds everywhere); the gossip port is dropped from any other address."""
+    want = {f"{IPS[c]}:9094" for c in CORE}
+    deadline = time.monotonic() + 90
+    while True:
+        status = {c: alertmanager(c, "/api/v2/status")["cluster"] for c in CORE}
+        peers = {c: {p["address"] for p in s.get("peers") or []} for c, s in status.items()}
+        if all(s["status"] == "ready" and peers[c] == want for c, s in status.items()):
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(3)
+    now = time.time()
+    silence = json.dumps({
+        "matchers": [{"name": "alertname", "value": "E2EGossipProbe", "isRegex": False}],
+        "startsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        "endsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 300)),
+        "createdBy": "e2e", "comment": "gossip probe"})
+    made = alertmanager(CORE[0], "/api/v2/silences", post=silence)["silenceID"]
+    deadline = time.monotonic() + 30
+    while made not in {s["id"] for s in alertmanager(CORE[1], "/api/v2/silences")}:
+        assert time.monotonic() < deadline, "the silence did not reach the other core host"
+        time.sleep(1)
+    image = subprocess.run(["docker", "inspect", "--format", "{{.Config.Image}}", DATA],
+                           capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    probe = ("import socket,sys\ntry:\n    socket.create_connection((sys.argv[1], 9094), "
+             "timeout=4)\n    print('answered')\nexcept OSError as e:\n"
+             "    print('unreachable', type(e).__name__)\n")
+    proc = subprocess.run(["docker", "run", "--rm", "--network", "jafar-sandbox",
+                           "--entrypoint", "python3", image, "-c", probe, IPS[CORE[0]]],
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert proc.stdout.startswith("unreachable"), proc.stdout

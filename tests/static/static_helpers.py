@@ -40,6 +40,8 @@ SUITE_VARIABLES = {
     "AWSLOGS_GROUP", "AWS_REGION", "JAFAR_HEALTH_INTERVAL", "JAFAR_DB_POOL_SIZE",
     "MONGO_MAX_CONNECTIONS", "REDIS_MAXCLIENTS", "POSTGRES_MAX_CONNECTIONS", "MONGO_PIDS_LIMIT",
     "POSTGRES_PIDS_LIMIT", "GATEWAY_BIND",
+    # per core host in .env.ec2 when the Alertmanagers cluster (fabfile/monitor/cluster.py)
+    "ALERTMANAGER_CLUSTER_LISTEN", "ALERTMANAGER_CLUSTER_ADDRESS", "ALERTMANAGER_PEERS",
     *(f"JAFAR_IMAGE_{s.upper().replace('-', '_')}" for s in (
         "auth-service", "api-service", "wallet-service", "transaction-service",
         "ledger-service", "notification-service", "risk-service")),

@@ -4,6 +4,7 @@ topologies, with a .env.ec2 made from .env.ec2.example."""
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,10 @@ DATA_SINGLE = ["docker-compose.data.yml"]
 DATA_SPLIT = ["docker-compose.data.yml", "docker-compose.data.split.yml"]
 CORE_SPLIT = ["docker-compose.core.yml"]
 CORE_SINGLE = ["docker-compose.core.yml", "docker-compose.core.single.yml"]
+CORE_CLUSTER = ["docker-compose.core.yml", "docker-compose.core.cluster.yml"]
+CLUSTER = {"ALERTMANAGER_CLUSTER_LISTEN": "0.0.0.0:9094",
+           "ALERTMANAGER_CLUSTER_ADDRESS": "10.0.1.11",
+           "ALERTMANAGER_PEERS": "10.0.1.12:9094,10.0.1.13:9094"}
 BIND = "10.0.2.10"
 
 # (name, files, extra environment) for every way the suite runs the stacks.
@@ -33,6 +38,7 @@ STACKS = [
     ("data-single", DATA_SINGLE, {}),
     ("data-split", DATA_SPLIT, {"DATA_BIND_ADDRESS": BIND}),
     ("core-split", CORE_SPLIT, {"COMPOSE_PROFILES": "grafana"}),
+    ("core-split-cluster", CORE_CLUSTER, {"COMPOSE_PROFILES": "grafana", **CLUSTER}),
     ("core-single", CORE_SINGLE, {"COMPOSE_PROFILES": "grafana"}),
     ("core-single-no-grafana", CORE_SINGLE, {}),
 ]
@@ -386,3 +392,26 @@ def test_the_gateway_publishes_on_one_address_when_told(env_file: Path):
 
     assert published() == {("*", "80"), ("*", "443")}
     assert published(GATEWAY_BIND="10.0.1.11") == {("10.0.1.11", "80"), ("10.0.1.11", "443")}
+
+
+def test_clustered_alertmanagers_gossip_on_the_private_address_only(env_file: Path, tmp_path):
+    """Two core hosts or more: 9094 tcp and udp published on this host's private address only,
+    and the entry point turns ALERTMANAGER_PEERS into one --cluster.peer each (run here with
+    a stand-in `alertmanager` that prints its arguments)."""
+    am = compose_json(env_file, CORE_CLUSTER, **CLUSTER)["services"]["alertmanager"]
+    assert {(p["host_ip"], p["published"], p["protocol"]) for p in am["ports"]} == {
+        ("10.0.1.11", "9094", "tcp"), ("10.0.1.11", "9094", "udp")}
+    assert "--cluster.listen-address=0.0.0.0:9094" in am["command"]
+    fake = tmp_path / "alertmanager"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    fake.chmod(0o755)
+    entrypoint = [a.replace("$$", "$") for a in am["entrypoint"]]  # what the container runs
+    out = subprocess.run([*entrypoint, *am["command"]], capture_output=True, text=True,
+                         env={"PATH": f"{tmp_path}:/usr/bin:/bin", **am["environment"]},
+                         timeout=10, check=True).stdout.splitlines()
+    assert out[:len(am["command"])] == am["command"]
+    assert out[len(am["command"]):] == [
+        "--cluster.peer=10.0.1.12:9094", "--cluster.peer=10.0.1.13:9094",
+        "--cluster.advertise-address=10.0.1.11:9094"]
+    single = compose_json(env_file, CORE_SINGLE)["services"]["alertmanager"]
+    assert "--cluster.listen-address=" in single["command"] and "ports" not in single

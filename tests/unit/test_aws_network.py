@@ -81,6 +81,7 @@ W = {  # what each check wants, as evaluate() says it for WANT
     "data-sg-public": "nothing from 0.0.0.0/0 or ::/0",
     "data-sg-other": "no port but 22 and the data ports",
     "imdsv2": "HttpTokens required (IMDSv2)",
+    "hops": "IMDS hop limit 1 (containers get no instance role)",
     "ebs": "every attached EBS volume encrypted",
     "termination": "DisableApiTermination on the data instance",
     "alb-https": "an HTTPS listener, every one with a TLS 1.2+ policy",
@@ -118,6 +119,8 @@ def test_a_clean_network_passes_every_check_in_the_issues_order():
         Check("imdsv2", "i-c1 (core-1)", True, W["imdsv2"], "HttpTokens required"),
         Check("imdsv2", "i-c2 (core-2)", True, W["imdsv2"], "HttpTokens required"),
         Check("imdsv2", "i-d1 (data-1)", True, W["imdsv2"], "HttpTokens required"),
+        *[Check("imds-hop-limit", subject, True, W["hops"], "HttpPutResponseHopLimit 1")
+          for subject in ("i-c1 (core-1)", "i-c2 (core-2)", "i-d1 (data-1)")],
         Check("ebs-encrypted", "i-c1 (core-1)", True, W["ebs"], "encrypted: vol-c1"),
         Check("ebs-encrypted", "i-c2 (core-2)", True, W["ebs"], "encrypted: vol-c2"),
         Check("ebs-encrypted", "i-d1 (data-1)", True, W["ebs"], "encrypted: vol-d1"),
@@ -154,6 +157,22 @@ def test_core_security_group_violations_name_the_rules_and_the_fix():
               "inv aws.fix --host prod (revokes tcp 22 from 0.0.0.0/0, all traffic from "
               "10.0.0.0/16, adds 22 from 10.0.9.0/24 first)"),
     ]
+
+
+def test_the_core_groups_cluster_port_from_itself_is_wanted_with_two_core_hosts():
+    """The Alertmanagers' gossip (tcp and udp 9094) from the core group itself: wanted and not
+    an offender when they cluster; an offender like any other port when they do not."""
+    gossip = (Rule("tcp", 9094, 9094, "sg-core"), Rule("udp", 9094, 9094, "sg-core"))
+    clustered = replace(WANT, cluster=True)
+    open_ = replace(CLEAN, groups=(with_rules(CORE, *gossip), DATA))
+    assert failing(open_, clustered) == []
+    assert checks_of(open_, clustered)[("core-sg-cluster", "sg-core (jafar-core)")].found == "open"
+    half = replace(CLEAN, groups=(with_rules(CORE, gossip[0]), DATA))
+    assert [(c.check, c.found) for c in failing(half, clustered)] == [
+        ("core-sg-cluster", "missing: udp 9094")]
+    assert [c.check for c in failing(open_)] == ["core-sg-inbound"]  # one core host: no gossip
+    assert plan(clustered, open_) == Plan()
+    assert [c.rule for c in plan(WANT, open_).changes] == list(gossip)
 
 
 def test_ssh_from_inside_ssh_cidr_passes_and_from_a_security_group_does_not():

@@ -49,7 +49,9 @@ def test_compose_split_topology_binds_data_to_private_address(prod):
         "--env-file .env.ec2 -f compose/docker-compose.data.yml "
         "-f compose/docker-compose.data.split.yml -f compose/docker-compose.data.awslogs.yml "
         "config --quiet")
+    # two core hosts: their Alertmanagers cluster
     assert compose.compose_files(prod, "core") == ["compose/docker-compose.core.yml",
+                                                   "compose/docker-compose.core.cluster.yml",
                                                    "compose/docker-compose.core.awslogs.yml"]
 
 

@@ -82,6 +82,25 @@ def test_docker_user_chain_drops_all_but_the_allowed():
     assert ("-A DOCKER-USER -s 10.0.1.12 -p tcp -m conntrack --ctorigdstport 6379 -j RETURN"
             in data_rules and "--ctorigdstport 443" not in data_rules)
     assert "10.0.0.0/16" not in data_rules
+    # two core hosts: each lets the other's Alertmanager gossip in (tcp and udp), nobody else
+    assert [r for r in rules if "9094" in r] == [
+        "-A DOCKER-USER -s 10.0.1.12 -p tcp -m conntrack --ctorigdstport 9094 -j RETURN",
+        "-A DOCKER-USER -s 10.0.1.12 -p udp -m conntrack --ctorigdstport 9094 -j RETURN"]
+    assert "9094" not in data_rules
+    single = shipped("staging")
+    assert "9094" not in host.docker_user_rules(single, single.hosts[0])
+
+
+def test_each_core_host_of_a_cluster_gets_its_own_address_and_peers():
+    from fabfile.monitor import cluster
+
+    prod = shipped("prod")
+    assert cluster.host_settings(prod, prod.hosts[2]) == (
+        "ALERTMANAGER_CLUSTER_LISTEN=0.0.0.0:9094\nALERTMANAGER_CLUSTER_ADDRESS=10.0.1.12\n"
+        "ALERTMANAGER_PEERS=10.0.1.11:9094\n")
+    assert cluster.host_settings(prod, prod.hosts[0]) == ""  # the data host
+    single = shipped("staging")
+    assert cluster.host_settings(single, single.hosts[0]) == ""
 
 
 def test_shared_kernel_skips_kernel_settings():
@@ -274,3 +293,18 @@ def test_a_gzipped_upload_installs_the_file_or_nothing(tmp_path):
     bad = subprocess.run(["sh", "-c", script], input=cut, timeout=30, check=False,
                          capture_output=True)
     assert bad.returncode != 0 and not target.exists()
+
+
+def test_host_check_accepts_the_gossip_port_on_a_clustered_core_hosts_private_address_only():
+    from fabfile.hosts.check import evaluate
+
+    prod = shipped("prod")
+    core = prod.hosts[1]
+    listen = "LISTEN 0 4096 10.0.1.11:9094 0.0.0.0:*\nLISTEN 0 4096 10.0.1.99:9094 0.0.0.0:*\n"
+    out = SAMPLE.replace("=== listen\n", "=== listen\n" + listen)
+    control = next(c for c in evaluate(prod, core, out)
+                   if c.control == "only expected ports listen publicly")
+    assert "10.0.1.99:9094" in control.actual and "10.0.1.11:9094" not in control.actual
+    data = next(c for c in evaluate(prod, prod.hosts[0], out.replace("10.0.1.11", "10.0.2.10"))
+                if c.control == "only expected ports listen publicly")
+    assert "10.0.2.10:9094" in data.actual  # the data host runs no Alertmanager
