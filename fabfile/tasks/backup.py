@@ -22,7 +22,7 @@ from fabfile.flow import Pool, remotes, run_steps, summary
 from fabfile.health import HEALTH
 from fabfile.ops.audit import Trail
 from fabfile.ops.guard import Mutation
-from fabfile.ops.identity import whoami
+from fabfile.ops.identity import Operator, whoami
 from fabfile.remote import preflight
 from fabfile.tasks.common import (
     HOST_HELP,
@@ -104,12 +104,8 @@ def backup_upload(c: Context, host: str | None = None, from_: str = "") -> None:
     backup_s3, age-encrypted on the host, SSE-KMS and Object Lock in S3; then S3's retention.
     Under the backup lock; audited; a second run says nothing to do."""
     backup_id = sets.check_id(from_) if from_ else ""
-    session = Session(c, host)
+    session, operator = offsite_session(c, host)
     env = session.env
-    offsite_target(env)
-    require_mutable(env)
-    operator = whoami(env)
-    preflight(env)
     data = env.data_host
     trail = Trail("backup.upload", {"id": backup_id or "all"})
     with remotes(env, session.printer) as pool:
@@ -139,12 +135,8 @@ def backup_fetch(c: Context, host: str | None = None, from_: str = "") -> None:
         raise BadInput("--from is required: the backup id to fetch (inv backup.list shows "
                        "the sets in S3)")
     backup_id = sets.check_id(from_)
-    session = Session(c, host)
+    session, operator = offsite_session(c, host)
     env = session.env
-    offsite_target(env)
-    require_mutable(env)
-    operator = whoami(env)
-    preflight(env)
     data = env.data_host
     trail = Trail("backup.fetch", {"id": backup_id})
     with remotes(env, session.printer) as pool:
@@ -161,11 +153,17 @@ def backup_fetch(c: Context, host: str | None = None, from_: str = "") -> None:
             pool.report()
 
 
-def offsite_target(env: Environment) -> None:
-    """backup.upload and backup.fetch need backup_s3 (exit 2 before anything is contacted)."""
-    if env.backup_s3 is None:
-        raise BadInput(f"environment {env.name} has no backup_s3: block, so there is no copy "
-                       "in S3 to send or fetch; add one (README, Backups offsite)")
+def offsite_session(c: Context, host: str | None) -> tuple[Session, Operator]:
+    """backup.upload's and backup.fetch's session and operator: backup_s3 and a mutable
+    environment are checked (exit 2) before anything is contacted."""
+    session = Session(c, host)
+    if session.env.backup_s3 is None:
+        raise BadInput(f"environment {session.env.name} has no backup_s3: block, so there is "
+                       "no copy in S3 to send or fetch; add one (README, Backups offsite)")
+    require_mutable(session.env)
+    operator = whoami(session.env)
+    preflight(session.env)
+    return session, operator
 
 
 @task(name="verify", auto_shortflags=False, help={
