@@ -192,6 +192,17 @@ def receive(env: Environment, backup_id: str, name: str, first: bool) -> str:
     return f"umask 077 && {start}cat > {folder}/{shlex.quote(name + '.age')}"
 
 
+# The manifest is this set's (its id) and names each file with its SHA-256: files of another
+# set (encrypted to the same recipient, put in S3 under this id) are refused.
+MANIFEST_CHECK = (
+    "import hashlib, json, sys\n"
+    "m = json.load(open('manifest.json'))\n"
+    "assert m['id'] == sys.argv[1], 'the manifest is of set ' + str(m['id'])[:64]\n"
+    "for name, f in m['files'].items():\n"
+    "    with open(name, 'rb') as data:\n"
+    "        assert hashlib.file_digest(data, 'sha256').hexdigest() == f['sha256'], name\n")
+
+
 def unpack(env: Environment, backup_id: str, names: list[str]) -> str:
     """Decrypt each file with the identity on stdin (it never reaches a file or argv), check
     the set's SHA-256 sums, then make it a set like the others; a failure leaves nothing."""
@@ -202,6 +213,8 @@ def unpack(env: Environment, backup_id: str, names: list[str]) -> str:
             f"cd {folder}; for f in {shlex.join(names)}; do "
             'printf "%s\\n" "$key" | age --decrypt --identity - --output "$f" "$f.age"; '
             'rm "$f.age"; done; '
-            "sha256sum --quiet --strict -c SHA256SUMS; chmod 0600 -- *; cd ..; "
+            "sha256sum --quiet --strict -c SHA256SUMS; "
+            f"python3 -c {shlex.quote(MANIFEST_CHECK)} {shlex.quote(backup_id)}; "
+            "chmod 0600 -- *; cd ..; "
             f"test ! -e {final}; mv {folder} {final}; trap - EXIT; "
             f"echo {shlex.quote('fetched ' + backup_id)}")

@@ -264,6 +264,26 @@ def test_a_fetch_of_swapped_files_is_refused_and_leaves_nothing(setup, aws):
     assert [p.name for p in (deploy / "backups").iterdir()] == ["20261206T023000Z"]
 
 
+def test_another_sets_files_under_this_id_are_refused(setup, aws):
+    """Someone with write access to the bucket puts yesterday's whole set (each file a valid
+    ciphertext to the same recipient) under today's id: the manifest says whose it is."""
+    env_of, deploy, _ = setup
+    env = env_of()
+    make_set(deploy, "20261206T023000Z", redis=b"REDIS0011 one")
+    make_set(deploy, "20261207T023000Z", redis=b"REDIS0011 two")
+    pool = LocalPool(deploy)
+    offsite.send(env, pool, sets.list_sets(env, pool))
+    s3c = aws_client(aws, "s3")
+    for name in ("ledger.pgdump", "redis.rdb", "SHA256SUMS", "manifest.json"):
+        old = s3c.get_object(Bucket=BUCKET, Key=f"test/sets/20261206T023000Z/{name}.age")
+        s3c.put_object(Bucket=BUCKET, Key=f"test/sets/20261207T023000Z/{name}.age",
+                       Body=old["Body"].read())
+    subprocess.run(["rm", "-rf", str(deploy / "backups" / "20261207T023000Z")], check=True)
+    with pytest.raises(StepFailed, match="the manifest is of set 20261206T023000Z"):
+        offsite.fetch(env, pool, "20261207T023000Z")
+    assert [p.name for p in (deploy / "backups").iterdir()] == ["20261206T023000Z"]
+
+
 def test_a_fetch_needs_the_right_identity_and_never_shows_it(setup, aws, tmp_path):
     env_of, deploy, _ = setup
     env = env_of()

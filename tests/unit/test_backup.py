@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 from types import SimpleNamespace
 
@@ -327,6 +328,7 @@ def test_offsite_builders_send_ciphertext_only_and_take_the_identity_on_stdin(sa
         "key=$(grep -m 1 '^AGE-SECRET-KEY-1'); cd /opt/jafar/backups/.X1.fetch; "
         "for f in redis.rdb manifest.json; do "
         'printf "%s\\n" "$key" | age --decrypt --identity - --output "$f" "$f.age"; '
-        'rm "$f.age"; done; sha256sum --quiet --strict -c SHA256SUMS; chmod 0600 -- *; '
+        'rm "$f.age"; done; sha256sum --quiet --strict -c SHA256SUMS; '
+        f"python3 -c {shlex.quote(cmd.MANIFEST_CHECK)} X1; chmod 0600 -- *; "
         "cd ..; test ! -e /opt/jafar/backups/X1; mv /opt/jafar/backups/.X1.fetch "
         "/opt/jafar/backups/X1; trap - EXIT; echo 'fetched X1'")
