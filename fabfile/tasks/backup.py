@@ -209,7 +209,8 @@ def backup_verify(c: Context, host: str | None = None, from_: str = "") -> None:
 def backup_list(c: Context, host: str | None = None, json: bool = False,
                 timeout: int = READ_TIMEOUT) -> None:
     """The backup sets kept on the data host, oldest first: id, when, release, size, stores;
-    with backup_snapshots, each backup's EBS snapshots and their state."""
+    with backup_snapshots, each backup's EBS snapshots and their state; with backup_s3, which
+    sets S3 holds (locked until when) and which only S3 has."""
     session = Session(c, host, timeout=timeout)
     env = session.env
     found = session.gather(lambda h, pool: sets.list_sets(env, pool), (env.data_host,))
@@ -221,9 +222,10 @@ def backup_list(c: Context, host: str | None = None, json: bool = False,
             if env.backup_snapshots:
                 row["snapshots"] = [x.as_dict() for x in taken.get(row["id"], [])]
             if env.backup_s3:
+                row["on_host"] = True
                 row["s3"] = copies[row["id"]].as_dict() if row["id"] in copies else None
         if env.backup_s3:  # the sets only S3 holds (the host lost them, or never had them)
-            rows += [{"id": i, "host": False, "s3": x.as_dict()} for i, x in copies.items()
+            rows += [{"id": i, "on_host": False, "s3": x.as_dict()} for i, x in copies.items()
                      if i not in {s.id for s in found}]
         text = json_mod.dumps(rows, indent=2)
     else:
