@@ -439,6 +439,10 @@ def test_offsite_copies_leave_the_host_encrypted_and_a_lost_set_comes_back_from_
 
     sums = on_host("sh", "-c", f"cd {folder} && sha256sum * && stat -c '%a %n' *").stdout
     on_host("rm", "-rf", folder)
+    lost = json.loads(offsite("backup.list", "--json").stdout)
+    assert {"id": chosen["id"], "on_host": False} == {
+        k: v for r in lost if r["id"] == chosen["id"] for k, v in r.items() if k != "s3"}
+    assert f"only in S3: {chosen['id']}" in offsite("backup.list").stdout
     refused = offsite("restore", "--from", chosen["id"], "--yes")
     assert refused.returncode == 2 and "that set is in S3, not on the data host: bring it back " \
         f"first with inv backup.fetch --host sandbox --from {chosen['id']}" in refused.stderr
