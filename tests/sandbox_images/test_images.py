@@ -109,6 +109,7 @@ IMAGE_USERS = {
     "registry": "docker-registry",
     "jafar-service": "node",
     "mongo": "mongodb",
+    "s3": "moto",
 }
 # Short health intervals so that the tests do not wait for the images' own (10-30 s).
 FAST_HEALTH = ("--health-interval=1s",)
