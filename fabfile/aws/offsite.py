@@ -269,16 +269,17 @@ def bucket_checks(env: Environment) -> list[Check]:
     subject = f"bucket {s3t.bucket}"
     fix = "README, Backups offsite: how to create the bucket"
 
-    def read(call: Callable[[], dict[str, Any]], absent: str) -> dict[str, Any]:
+    def read(call: Callable[[], dict[str, Any]], absent: str = "") -> dict[str, Any]:
+        """The answer; {} when AWS says the bucket has no such configuration (`absent`)."""
         with answered(env, f"reading {subject}"):
             try:
                 return call()
             except Exception as exc:
-                if _code(exc) == absent:
+                if absent and _code(exc) == absent:
                     return {}
                 raise
 
-    versioning = read(lambda: s3.get_bucket_versioning(Bucket=s3t.bucket), "")
+    versioning = read(lambda: s3.get_bucket_versioning(Bucket=s3t.bucket))
     lock = _lock(read(lambda: s3.get_object_lock_configuration(Bucket=s3t.bucket),
                       "ObjectLockConfigurationNotFoundError").get("ObjectLockConfiguration", {}))
     rules = read(lambda: s3.get_bucket_encryption(Bucket=s3t.bucket),

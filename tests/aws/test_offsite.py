@@ -362,3 +362,22 @@ def test_the_bucket_checks_of_aws_check(setup, aws):
         "backup-bucket-public-access": (False, "not blocked: BlockPublicAcls, "
                                         "BlockPublicPolicy, IgnorePublicAcls, "
                                         "RestrictPublicBuckets")}
+
+
+def test_an_unreachable_endpoint_is_a_failure_not_a_missing_setting(environments, aws,
+                                                                     tmp_path):
+    """aws.check must not report "never enabled" for a bucket it could not read."""
+    from tests.conftest import Listener
+
+    closed = Listener()  # accepts and closes: no HTTP answer
+    try:
+        environments(env_yaml(hosts_block(), (
+            f"aws: {{region: eu-west-1, endpoint_url: 'http://127.0.0.1:{closed.port}'}}\n"
+            f"env_file: {tmp_path / 'no-env-file'}\n"
+            "backup_s3: {bucket: jafar-x, prefix: p, kms_key: alias/k, age_recipient: "
+            "age1a67kuxhlm3yayee258tprq7svxr63jqylew2spzh5m6z5063aduswel5c6, "
+            "age_identity: jafar/x}\n")))
+        with pytest.raises(StepFailed, match="reading bucket jafar-x"):
+            s3.bucket_checks(load_environment("test"))
+    finally:
+        closed.close()
