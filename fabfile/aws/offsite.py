@@ -25,6 +25,7 @@ PART = 16 * 1024 * 1024    # S3 wants parts of 5 MiB at least (but the last)
 SUFFIX = ".age"
 MANIFEST = "manifest.json"
 IDENTITY_LINE = "AGE-SECRET-KEY-1"
+NO_LOCK = "ObjectLockConfigurationNotFoundError"  # S3's answer for a bucket without a lock
 
 
 def target(env: Environment) -> BackupS3:
@@ -53,14 +54,9 @@ def lock_rule(env: Environment) -> Lock:
     """The bucket's Object Lock default retention; a bucket without one is refused: its
     copies could be deleted by whoever holds the credentials (ransomware, a mistake)."""
     s3t = target(env)
-    with answered(env, f"reading the Object Lock configuration of bucket {s3t.bucket}"):
-        try:
-            conf = client(env, "s3").get_object_lock_configuration(Bucket=s3t.bucket)
-        except Exception as exc:  # no configuration at all is an error code of its own
-            if _code(exc) == "ObjectLockConfigurationNotFoundError":
-                conf = {}
-            else:
-                raise
+    conf = _read(env, f"reading the Object Lock configuration of bucket {s3t.bucket}",
+                 lambda: client(env, "s3").get_object_lock_configuration(Bucket=s3t.bucket),
+                 NO_LOCK)
     found = _lock(conf.get("ObjectLockConfiguration", {}))
     if found is None:
         raise StepFailed(f"bucket {s3t.bucket} has no Object Lock default retention: the "
@@ -75,6 +71,18 @@ def _lock(conf: dict[str, Any]) -> Lock | None:
     if conf.get("ObjectLockEnabled") != "Enabled" or not days or not rule.get("Mode"):
         return None
     return Lock(str(rule["Mode"]), days)
+
+
+def _read(env: Environment, what: str, call: Callable[[], dict[str, Any]],
+          absent: str = "") -> dict[str, Any]:
+    """AWS's answer; {} when it says the bucket has no such configuration (error `absent`)."""
+    with answered(env, what):
+        try:
+            return call()
+        except Exception as exc:
+            if absent and _code(exc) == absent:
+                return {}
+            raise
 
 
 def _code(exc: Exception) -> str:
@@ -270,18 +278,11 @@ def bucket_checks(env: Environment) -> list[Check]:
     fix = "README, Backups offsite: how to create the bucket"
 
     def read(call: Callable[[], dict[str, Any]], absent: str = "") -> dict[str, Any]:
-        """The answer; {} when AWS says the bucket has no such configuration (`absent`)."""
-        with answered(env, f"reading {subject}"):
-            try:
-                return call()
-            except Exception as exc:
-                if absent and _code(exc) == absent:
-                    return {}
-                raise
+        return _read(env, f"reading {subject}", call, absent)
 
     versioning = read(lambda: s3.get_bucket_versioning(Bucket=s3t.bucket))
     lock = _lock(read(lambda: s3.get_object_lock_configuration(Bucket=s3t.bucket),
-                      "ObjectLockConfigurationNotFoundError").get("ObjectLockConfiguration", {}))
+                      NO_LOCK).get("ObjectLockConfiguration", {}))
     rules = read(lambda: s3.get_bucket_encryption(Bucket=s3t.bucket),
                  "ServerSideEncryptionConfigurationNotFoundError").get(
         "ServerSideEncryptionConfiguration", {}).get("Rules", [])
