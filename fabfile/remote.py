@@ -262,7 +262,7 @@ class Remote:
         pending = bytearray()
         try:
             chan.settimeout(limit)
-            chan.exec_command(wire)
+            self._start(chan, wire, command)
             # in slices: paramiko's sendall copies what is left after every packet, which is
             # quadratic in the size (a 76 MB upload took 114 s whole, seconds in slices)
             for piece in slices(data):
@@ -329,6 +329,26 @@ class Remote:
         if check and not result.ok:
             raise StepFailed(self.failure(result))
         return result
+
+    def _start(self, chan: paramiko.Channel, wire: str, command: str) -> None:
+        """exec_command, bounded: paramiko waits for the host's reply to it without a limit,
+        so a host that froze between opening the channel and answering the request would hang
+        the run for ever (the keepalives only watch a command already running). A channel
+        whose command is not accepted within connect_timeout is closed: StepFailed."""
+        watchdog = threading.Timer(self.env.connect_timeout, chan.close)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            chan.exec_command(wire)
+            started = not chan.closed
+        except paramiko.SSHException:  # "Channel closed.": the watchdog's, or the host's
+            started = False
+        finally:
+            watchdog.cancel()
+        if not started:
+            raise StepFailed(f"{self.host.name}: the host stopped answering (it did not start "
+                             f"the command within {self.env.connect_timeout}s): "
+                             f"{self.printer.mask(short(command))}")
 
     def interrupt(self) -> bool:
         """Stop the command in flight from another thread. True when one was running."""

@@ -9,6 +9,7 @@ import pytest
 
 from fabfile import envfile
 from fabfile.config import load_environment
+from fabfile.errors import StepFailed
 from fabfile.ops import datatls
 from tests.conftest import complete_env, env_yaml, run_inv
 
@@ -212,3 +213,52 @@ def test_streams_in_and_out_are_never_held_whole_and_a_sink_that_gives_up_stops_
         time.sleep(0.1)
     assert not os.path.exists(f"/proc/{pid}"), "the command went on after its sink gave up"
     assert time.monotonic() - started < 15
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc: each one's parent)."""
+    import os
+
+    parents: dict[int, list[int]] = {}
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(status.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            if child != os.getpid():
+                found.append(child)
+                todo.append(child)
+    return found
+
+
+def test_a_host_that_freezes_before_accepting_a_command_fails_in_seconds(target, sshd):
+    """The channel is open, then the server freezes (SIGSTOP on its sshd processes): the exec
+    request is never answered. paramiko would wait for ever; the suite gives up after
+    connect_timeout (10 s) and says the host stopped answering."""
+    import os
+    import signal
+    import time
+
+    from fabfile.remote import Masker, Printer, Remote
+
+    env = load_environment("test", Path(target["env"]["JAFAR_ENVIRONMENTS"]))
+    remote = Remote(env, env.hosts[0], Printer(Masker()))
+    remote.run("true")
+    chan = remote.conn.client.get_transport().open_session(timeout=10)
+    listener = int(next(Path(sshd.log).parent.glob("sshd.pid")).read_text())
+    frozen = [listener, *descendants(listener)]
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        with pytest.raises(StepFailed, match="the host stopped answering"):
+            remote._start(chan, "true", "true")
+        took = time.monotonic() - began
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    assert 9 < took < 20, took
