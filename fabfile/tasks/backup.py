@@ -66,7 +66,7 @@ def backup(c: Context, host: str | None = None) -> None:
                 if env.backup_s3:
                     detail += "; " + offsite_copy(env, pool, taken.id)
                 trail.add(data.name, "backup", "changed", detail)
-                session.printer.line(f"[{data.name}] ", detail)
+                session.printer.line(data.name, detail)
         finally:
             pool.report()
 
@@ -118,7 +118,7 @@ def backup_upload(c: Context, host: str | None = None, from_: str = "") -> None:
                 detail = sent.describe(env)
                 changed = bool(sent.ids or sent.pruned.deleted)
                 trail.add(data.name, "backup.upload", "changed" if changed else "ok", detail)
-                session.printer.line(f"[{data.name}] ", detail)
+                session.printer.line(data.name, detail)
         finally:
             pool.report()
 
@@ -148,7 +148,7 @@ def backup_fetch(c: Context, host: str | None = None, from_: str = "") -> None:
                 else:
                     detail = offsite.fetch(env, pool, backup_id)
                     trail.add(data.name, "backup.fetch", "changed", detail)
-                session.printer.line(f"[{data.name}] ", detail)
+                session.printer.line(data.name, detail)
         finally:
             pool.report()
 
@@ -270,7 +270,7 @@ def restore(c: Context, host: str | None = None, from_: str = "", only: str = ""
                     "(the services that use them stop meanwhile)", always=True)
 
             def say(host_name: str, text: str) -> None:
-                session.printer.line(f"[{host_name}] ", text)
+                session.printer.line(host_name, text)
                 trail.add(host_name, "restore", "changed", text)
 
             with Mutation(env, pool, [data, *[h for h in core if h != data]], trail, operator):
@@ -316,10 +316,10 @@ def backup_schedule(c: Context, host: str | None = None) -> None:
                 what = schedule_mod.describe(env)
                 if done:
                     trail.add(data.name, "backup.schedule", "changed", "; ".join(done))
-                    session.printer.line(f"[{data.name}] ", f"{'; '.join(done)}: {what}")
+                    session.printer.line(data.name, f"{'; '.join(done)}: {what}")
                 else:
                     trail.add(data.name, "backup.schedule", "ok", "nothing to do")
-                    session.printer.line(f"[{data.name}] ", f"nothing to do: {what}, as "
+                    session.printer.line(data.name, f"nothing to do: {what}, as "
                                                             "installed")
         finally:
             pool.report()
