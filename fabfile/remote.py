@@ -335,17 +335,25 @@ class Remote:
         so a host that froze between opening the channel and answering the request would hang
         the run for ever (the keepalives only watch a command already running). A channel
         whose command is not accepted within connect_timeout is closed: StepFailed."""
-        watchdog = threading.Timer(self.env.connect_timeout, chan.close)
+        fired = threading.Event()
+
+        def give_up() -> None:
+            fired.set()
+            chan.close()
+
+        watchdog = threading.Timer(self.env.connect_timeout, give_up)
         watchdog.daemon = True
         watchdog.start()
         try:
             chan.exec_command(wire)
-            started = not chan.closed
+            started = True
         except paramiko.SSHException:  # "Channel closed.": the watchdog's, or the host's
             started = False
         finally:
             watchdog.cancel()
-        if not started:
+        # (a quick command may already have ended and its channel closed by the host: only
+        # the watchdog's own close means it was not started)
+        if not started or fired.is_set():
             raise StepFailed(f"{self.host.name}: the host stopped answering (it did not start "
                              f"the command within {self.env.connect_timeout}s): "
                              f"{self.printer.mask(short(command))}")

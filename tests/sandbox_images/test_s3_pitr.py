@@ -295,12 +295,18 @@ def _running(container: str) -> bool:
 
 
 def wait_primary(container: str, what: str, timeout: float = 120) -> None:
-    """Until the server answers as a primary (recovery over); fails at once if it exited."""
+    """Until the server answers as a primary (recovery over); fails at once if it exited.
+    First over TCP: on a first start the entry point's init server listens on the socket
+    only, answers there as a primary, then stops for the real one (a query then fails)."""
 
     def ready() -> bool:
         if not _running(container):
             logs = docker("logs", container, check=False)
             raise AssertionError(f"{container} exited:\n{(logs.stdout + logs.stderr)[-3000:]}")
+        tcp = docker("exec", container, "pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432",
+                     check=False, timeout=20)
+        if tcp.returncode != 0:
+            return False
         probe = docker(
             "exec", container, "psql", "-U", PG_ADMIN, "-d", "ledger", "-tAX",
             "-c", "SELECT pg_is_in_recovery()", check=False, timeout=20,

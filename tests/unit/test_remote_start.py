@@ -59,3 +59,11 @@ def test_a_command_the_host_accepts_is_not_touched():
     remote()._start(chan, "true", "true")
     time.sleep(1.3)  # past the watchdog's time: it was cancelled
     assert not chan.closed
+
+
+def test_a_quick_command_whose_channel_the_host_already_closed_is_started():
+    """`true` may end, and the host close its channel, before exec_command returns here:
+    that is a command that ran, not a frozen host."""
+    chan = FrozenChannel(answers=True)
+    chan.closed = True  # the host's CLOSE arrived first
+    remote()._start(chan, "true", "true")
