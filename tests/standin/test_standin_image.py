@@ -99,16 +99,20 @@ def _mongosh(name: str, port: int, script: str, auth: bool = True, tls: bool = F
     login = ("db.getSiblingDB('admin').auth(process.env.MONGO_INITDB_ROOT_USERNAME, "
              "process.env.MONGO_INITDB_ROOT_PASSWORD); ") if auth else ""
     tls_args = ["--tls", "--tlsCAFile", TLS_CA] if tls else []
-    try:
-        proc = docker("exec", "-e", "MONGO_INITDB_ROOT_USERNAME", "-e",
-                      "MONGO_INITDB_ROOT_PASSWORD", name, "mongosh", "--quiet", "--norc",
-                      *tls_args, "--port", str(port), "--eval", login + script, env=ROOT_ENV,
-                      timeout=90, check=False)
-    except subprocess.TimeoutExpired:
-        # seen once in CI on a loaded machine: an AssertionError lets _wait_states try again,
-        # and the member's own log says what it was doing
-        tail = docker("logs", "--tail", "30", name, check=False).stdout
-        raise AssertionError(f"mongosh in {name} took over 90 s; its log ends:\n{tail}") from None
+    for _ in range(3):  # mongosh gives up selecting a server after 2 s: again on a busy machine
+        try:
+            proc = docker("exec", "-e", "MONGO_INITDB_ROOT_USERNAME", "-e",
+                          "MONGO_INITDB_ROOT_PASSWORD", name, "mongosh", "--quiet", "--norc",
+                          *tls_args, "--port", str(port), "--eval", login + script,
+                          env=ROOT_ENV, timeout=90, check=False)
+        except subprocess.TimeoutExpired:
+            # seen once in CI on a loaded machine: an AssertionError lets _wait_states try
+            # again, and the member's own log says what it was doing
+            tail = docker("logs", "--tail", "30", name, check=False).stdout
+            raise AssertionError(f"mongosh in {name} took over 90 s; its log ends:\n{tail}") \
+                from None
+        if "MongoServerSelectionError" not in proc.stdout + proc.stderr:  # nothing ran: safe
+            break
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     assert proc.returncode == 0 and lines, f"mongosh in {name}: {proc.stdout} {proc.stderr}"
     return json.loads(lines[-1])
