@@ -247,13 +247,19 @@ def test_a_read_that_fails_leaves_nothing_in_s3(setup, aws, monkeypatch):
     assert not s3.listed(env)["20261207T023000Z"].complete
 
 
-def test_a_fetch_of_swapped_files_is_refused_and_leaves_nothing(setup, aws):
+def two_sets_sent(setup) -> tuple:
+    """Yesterday's and today's sets on the host, both sent to S3."""
     env_of, deploy, _ = setup
     env = env_of()
     make_set(deploy, "20261206T023000Z", redis=b"REDIS0011 one")
     make_set(deploy, "20261207T023000Z", redis=b"REDIS0011 two")
     pool = LocalPool(deploy)
     offsite.send(env, pool, sets.list_sets(env, pool))
+    return env, deploy, pool
+
+
+def test_a_fetch_of_swapped_files_is_refused_and_leaves_nothing(setup, aws):
+    env, deploy, pool = two_sets_sent(setup)
     s3c = aws_client(aws, "s3")
     other = s3c.get_object(Bucket=BUCKET, Key="test/sets/20261206T023000Z/redis.rdb.age")
     s3c.put_object(Bucket=BUCKET, Key="test/sets/20261207T023000Z/redis.rdb.age",
@@ -267,12 +273,7 @@ def test_a_fetch_of_swapped_files_is_refused_and_leaves_nothing(setup, aws):
 def test_another_sets_files_under_this_id_are_refused(setup, aws):
     """Someone with write access to the bucket puts yesterday's whole set (each file a valid
     ciphertext to the same recipient) under today's id: the manifest says whose it is."""
-    env_of, deploy, _ = setup
-    env = env_of()
-    make_set(deploy, "20261206T023000Z", redis=b"REDIS0011 one")
-    make_set(deploy, "20261207T023000Z", redis=b"REDIS0011 two")
-    pool = LocalPool(deploy)
-    offsite.send(env, pool, sets.list_sets(env, pool))
+    env, deploy, pool = two_sets_sent(setup)
     s3c = aws_client(aws, "s3")
     for name in ("ledger.pgdump", "redis.rdb", "SHA256SUMS", "manifest.json"):
         old = s3c.get_object(Bucket=BUCKET, Key=f"test/sets/20261206T023000Z/{name}.age")

@@ -177,15 +177,21 @@ def test_each_core_hosts_prometheus_scrapes_every_hosts_node_exporter(split):
         time.sleep(5)
         seen = node_up()
     assert seen == want
+    knock = knock_from_elsewhere(DATA_IP, 9101)
+    assert knock.startswith("unreachable"), knock
+
+
+def knock_from_elsewhere(address: str, port: int) -> str:
+    """A TCP connection to address:port from a throwaway container on the sandbox network
+    (not a core host): 'answered' or 'unreachable <error>'."""
     image = subprocess.run(["docker", "inspect", "--format", "{{.Config.Image}}", DATA],
                            capture_output=True, text=True, check=True, timeout=30).stdout.strip()
-    probe = ("import socket,sys\ntry:\n    socket.create_connection((sys.argv[1], 9101), "
-             "timeout=4)\n    print('answered')\nexcept OSError as e:\n"
+    probe = ("import socket,sys\ntry:\n    socket.create_connection((sys.argv[1], "
+             "int(sys.argv[2])), timeout=4)\n    print('answered')\nexcept OSError as e:\n"
              "    print('unreachable', type(e).__name__)\n")
-    proc = subprocess.run(["docker", "run", "--rm", "--network", "jafar-sandbox",
-                           "--entrypoint", "python3", image, "-c", probe, DATA_IP],
-                          capture_output=True, text=True, timeout=120, check=True)
-    assert proc.stdout.startswith("unreachable"), proc.stdout
+    return subprocess.run(["docker", "run", "--rm", "--network", "jafar-sandbox",
+                           "--entrypoint", "python3", image, "-c", probe, address, str(port)],
+                          capture_output=True, text=True, timeout=120, check=True).stdout
 
 
 def test_a_core_host_holds_no_data_only_secret(split):
@@ -246,12 +252,5 @@ def test_the_core_hosts_alertmanagers_are_one_cluster_and_share_their_silences(s
     while made not in {s["id"] for s in alertmanager(CORE[1], "/api/v2/silences")}:
         assert time.monotonic() < deadline, "the silence did not reach the other core host"
         time.sleep(1)
-    image = subprocess.run(["docker", "inspect", "--format", "{{.Config.Image}}", DATA],
-                           capture_output=True, text=True, check=True, timeout=30).stdout.strip()
-    probe = ("import socket,sys\ntry:\n    socket.create_connection((sys.argv[1], 9094), "
-             "timeout=4)\n    print('answered')\nexcept OSError as e:\n"
-             "    print('unreachable', type(e).__name__)\n")
-    proc = subprocess.run(["docker", "run", "--rm", "--network", "jafar-sandbox",
-                           "--entrypoint", "python3", image, "-c", probe, IPS[CORE[0]]],
-                          capture_output=True, text=True, timeout=120, check=True)
-    assert proc.stdout.startswith("unreachable"), proc.stdout
+    knock = knock_from_elsewhere(IPS[CORE[0]], 9094)
+    assert knock.startswith("unreachable"), knock
